@@ -1,0 +1,30 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both create or refresh .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench bench-distill bench-squad clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/compress demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: bench-distill bench-squad
+
+bench-distill: $(STAMP)
+	$(BIN)/python benchmarks/bench_distill.py
+
+bench-squad: $(STAMP)
+	$(BIN)/python benchmarks/bench_squad.py
+
+clean:
+	rm -rf $(VENV) runs .cache

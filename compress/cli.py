@@ -1,0 +1,134 @@
+"""Command line: a thin layer over the jobs in pipeline.py. Run `compress --help`.
+
+Every expected failure (config, data, teacher, divergence) prints one clear line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _cmd_teacher(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipeline import finetune_teacher
+
+    cfg = load_config(args.config)
+    out = finetune_teacher(cfg, force=args.force)
+    metrics_file = out / "metrics.json"
+    if metrics_file.exists():
+        m = json.loads(metrics_file.read_text())
+        print(f"teacher: {m['metric']} = {m['value']:.4f} on {m['eval_rows']} eval rows, "
+              f"{m['params']:,} parameters, trained {m['train_seconds']:.0f} s")
+    print(f"teacher saved in {out}")
+    return 0
+
+
+def _student_spec(cfg, spec_path: str | None, teacher_layers: int):
+    from .student import StudentSpec
+
+    if spec_path:
+        return StudentSpec.load(spec_path)
+    fields = dict(cfg.student)
+    fields.setdefault("num_layers", max(1, teacher_layers // 2))
+    try:
+        return StudentSpec.from_json(fields)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config key 'student': {exc}") from None
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipeline import distill_student, load_context
+
+    cfg = load_config(args.config)
+    ctx = load_context(cfg)
+    spec = _student_spec(cfg, args.student, ctx.teacher.config.num_hidden_layers)
+    out = Path(args.out) if args.out else cfg.run_dir / "students" / spec.tag()
+    m = distill_student(ctx, spec, out)
+    _print_student(m, out)
+    return 0
+
+
+def _print_student(m: dict, out: Path) -> None:
+    t = m["teacher"]
+    print(f"student {out.name}: {m['metric']} = {m['value']:.4f} (teacher {t['metric']:.4f}), "
+          f"{m['params']:,} parameters (teacher {t['params']:,}), distilled in {m['train_seconds']:.0f} s")
+    if m.get("version_2"):
+        mm = m["metrics"]
+        print(f"  exact {mm['exact']:.2f}  f1 {mm['f1']:.2f}  HasAns_exact {mm.get('HasAns_exact', 0):.2f}  "
+              f"NoAns_exact {mm.get('NoAns_exact', 0):.2f}  best_f1 {mm['best_f1']:.2f} at threshold "
+              f"{mm['best_f1_thresh']:.3f}")
+    print(f"student saved in {out} (model, tokenizer, spec.json, metrics.json, curves.jsonl, predictions.json)")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .demo import demo_config
+    from .pipeline import distill_student, finetune_teacher, load_context
+
+    path = demo_config(args.output_dir)
+    print(f"demo: generated data and config in {path.parent} (data set 'generated-sentiment', made by this project)")
+    cfg = load_config(path)
+    finetune_teacher(cfg, force=True)
+    ctx = load_context(cfg)
+    print(f"teacher: accuracy {ctx.teacher_metrics['accuracy']:.4f}, {ctx.teacher_metrics['params']:,} parameters")
+    spec = _student_spec(cfg, None, ctx.teacher.config.num_hidden_layers)
+    out = cfg.run_dir / "students" / spec.tag()
+    _print_student(distill_student(ctx, spec, out), out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="compress", description="Distil a fine-tuned BERT-family teacher into smaller students.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("teacher", help="fine-tune a task head on teacher.model; writes RUN/teacher/")
+    t.add_argument("config", help="YAML job config")
+    t.add_argument("--force", action="store_true", help="fine-tune even if the checkpoint already has a head")
+    t.set_defaults(func=_cmd_teacher)
+
+    d = sub.add_parser("distill", help="distill one student; writes RUN/students/<tag>/")
+    d.add_argument("config", help="YAML job config")
+    d.add_argument("--student", metavar="SPEC.json", help="student spec (default: the config's student: section)")
+    d.add_argument("--out", metavar="DIR", help="output folder (default: RUN/students/<tag>)")
+    d.set_defaults(func=_cmd_distill)
+
+    m = sub.add_parser("demo", help="the embedded default job on generated data (no data of yours needed)")
+    m.add_argument("--output-dir", default="runs", help="where runs/demo goes")
+    m.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    from .config import ConfigError
+    from .data import DataError
+    from .distill import TrainingDiverged
+    from .teacher import TeacherError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, TeacherError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""Typed job configuration: YAML in, frozen and validated objects out.
+
+The only place defaults live. `load_config(path)` is the entry point; every error names the key,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "DistillConfig",
+    "JobConfig",
+    "SourceConfig",
+    "TaskConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "build",
+    "config_hash",
+    "load_config",
+    "to_dict",
+]
+
+TaskType = Literal["classification", "pair_classification", "regression", "qa"]
+SourceFormat = Literal["auto", "tsv", "csv", "jsonl", "squad", "hf"]
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be used; the message names the key, the value and the fix."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': got {value!r}; {allowed}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One file or data set that feeds a split. Several sources are concatenated in order."""
+
+    path: str  # local file or folder, or a Hugging Face hub name when format is hf
+    format: SourceFormat = "auto"  # auto picks from the extension; hf for `datasets`
+    split: str | None = None  # hf only: which split to read (load_from_disk folders may hold several)
+    name: str | None = None  # hf only: the data set configuration name (e.g. "sst2" of "glue")
+    limit: int | None = None  # keep this many rows (after sampling); None keeps all
+    sample_seed: int | None = None  # with limit: draw a seeded random subset instead of the first rows
+    articles: tuple[str, ...] | str | None = None  # squad only: titles, or a "start:stop" slice of articles
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit <= 0:
+            raise _fail("limit", self.limit, "must be a positive number of rows, or null for all")
+        if isinstance(self.articles, str):
+            _parse_slice(self.articles)
+
+    def article_slice(self) -> slice | None:
+        return _parse_slice(self.articles) if isinstance(self.articles, str) else None
+
+
+def _parse_slice(text: str) -> slice:
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = (int(p) if p.strip() else None for p in parts)
+    except ValueError:
+        raise _fail("articles", text, "use a list of article titles or a 'start:stop' slice such as '0:12'") from None
+    return slice(start, stop)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What the model predicts and where the data's columns are."""
+
+    type: TaskType
+    text_columns: tuple[str, ...] = ("sentence",)  # one column, or two for sentence pairs
+    label_column: str = "label"
+    labels: tuple[str, ...] | None = None  # label names in id order; stored as id2label. None: integer labels
+    version_2: bool | None = None  # qa: None detects SQuAD 2.0 from the data; true/false must agree with it
+    metric: str | None = None  # the metric the search maximises; None: accuracy, pearson or f1 by task
+
+    def __post_init__(self) -> None:
+        want = 2 if self.type == "pair_classification" else 1
+        if self.type != "qa" and len(self.text_columns) != want:
+            raise _fail(
+                "task.text_columns", list(self.text_columns),
+                f"a {self.type} task reads {want} text column{'s' if want > 1 else ''}",
+            )
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise _fail("task.labels", list(self.labels), "label names must be unique")
+        if self.labels is not None and self.type in ("regression", "qa"):
+            raise _fail("task.labels", list(self.labels), f"a {self.type} task has no label list; remove it")
+        allowed = {
+            "classification": ("accuracy", "f1", "mcc"),
+            "pair_classification": ("accuracy", "f1", "mcc"),
+            "regression": ("pearson", "spearman"),
+            "qa": ("f1", "exact", "best_f1", "best_exact"),
+        }[self.type]
+        if self.metric is not None and self.metric not in allowed:
+            raise _fail("task.metric", self.metric, f"a {self.type} task allows {', '.join(allowed)}")
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metric or {"regression": "pearson", "qa": "f1"}.get(self.type, "accuracy")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the splits come from and how text becomes tokens."""
+
+    train: tuple[SourceConfig, ...]
+    eval: tuple[SourceConfig, ...]
+    max_seq_length: int = 128  # tokens per input; longer QA contexts are split into windows
+    doc_stride: int = 128  # qa: tokens of overlap between consecutive windows of one context
+    max_answer_length: int = 30  # qa: longest answer span, in tokens, considered when decoding
+    n_best: int = 20  # qa: start and end candidates per window considered when decoding
+    on_bad_row: Literal["error", "skip"] = "error"  # skip drops bad rows with a warning and a count
+    cache_dir: str = ".cache/compress"  # featurised splits, keyed on everything that changes them
+
+    def __post_init__(self) -> None:
+        if not self.train:
+            raise _fail("data.train", [], "give at least one source")
+        if not self.eval:
+            raise _fail("data.eval", [], "give at least one source")
+        if not 8 <= self.max_seq_length <= 4096:
+            raise _fail("data.max_seq_length", self.max_seq_length, "must be between 8 and 4096")
+        if not 0 < self.doc_stride:
+            raise _fail("data.doc_stride", self.doc_stride, "must be positive")
+        if self.max_answer_length <= 0 or self.n_best <= 0:
+            raise _fail("data.max_answer_length/n_best", (self.max_answer_length, self.n_best), "must be positive")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One optimisation run: used for fine-tuning the teacher and for distilling a student."""
+
+    epochs: float = 1.0  # passes over the training rows; ignored when max_steps is set
+    max_steps: int | None = None  # exact number of optimiser steps; overrides epochs
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01  # AdamW; never applied to biases and LayerNorm weights
+    warmup_steps: int = 0  # linear warm-up from 0, then linear decay to 0 at the last step
+    max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
+    eval_every: int = 200  # steps between evaluations (one line each in curves.jsonl); 0: only at the end
+    eval_limit: int | None = None  # evaluate intermediate points on this many eval rows; the final one uses all
+    seed: int = 42  # same seed, same data order, same initialisation, same result
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise _fail("epochs", self.epochs, "must be > 0")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise _fail("max_steps", self.max_steps, "must be a positive number of steps, or null")
+        for key in ("batch_size", "eval_batch_size"):
+            if getattr(self, key) <= 0:
+                raise _fail(key, getattr(self, key), "must be positive")
+        if not 0 < self.learning_rate < 1:
+            raise _fail("learning_rate", self.learning_rate, "must be in (0, 1); typical values are 1e-5 to 5e-4")
+        if self.weight_decay < 0 or self.warmup_steps < 0 or self.max_grad_norm < 0 or self.eval_every < 0:
+            raise _fail("weight_decay/warmup_steps/max_grad_norm/eval_every",
+                        (self.weight_decay, self.warmup_steps, self.max_grad_norm, self.eval_every),
+                        "must not be negative")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The model to compress. A checkpoint without a task head is fine-tuned by `compress teacher`."""
+
+    model: str  # local folder, Hugging Face hub id (from the local cache), or pkg:<module> for a packaged model
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4))  # fine-tuning the head
+    importance_batches: int = 8  # batches of training data used to measure head and neuron importance
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Loss weights and optimisation of a student: alpha_ce·T²·KL + alpha_task·hard + alpha_hidden·MSE."""
+
+    alpha_ce: float = 0.8  # weight of the soft-target KL to the teacher (MSE to it for regression)
+    alpha_task: float = 0.2  # weight of the hard-label loss
+    alpha_hidden: float = 0.0  # weight of the hidden-state MSE; > 0 runs the teacher alongside the student
+    temperature: float = 2.0  # softens both distributions; the KL term is scaled by T² to keep its gradient size
+    layer_map: tuple[int, ...] | None = None  # teacher layer for each student layer; None: the copied layers
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4))
+
+    def __post_init__(self) -> None:
+        for key in ("alpha_ce", "alpha_task", "alpha_hidden"):
+            if getattr(self, key) < 0:
+                raise _fail(f"distill.{key}", getattr(self, key), "loss weights must not be negative")
+        if self.alpha_ce + self.alpha_task + self.alpha_hidden == 0:
+            raise _fail("distill.alpha_*", 0, "at least one loss weight must be positive")
+        if self.temperature <= 0:
+            raise _fail("distill.temperature", self.temperature, "must be > 0")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One job: a teacher, a task and its data, and how to distill students from it."""
+
+    name: str  # the run directory is <output_dir>/<name>
+    task: TaskConfig
+    data: DataConfig
+    teacher: TeacherConfig
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    student: dict[str, Any] = field(default_factory=dict)  # default StudentSpec fields for `compress distill`
+    output_dir: str = "runs"
+    threads: int | None = None  # torch CPU threads; None uses every core
+    config_path: str | None = None  # where the YAML came from; relative data paths may be relative to it
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise _fail("name", self.name, "use a plain folder name without spaces or slashes")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+# ----------------------------------------------------------------------------------------------
+# Building typed objects from plain mappings
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise _fail(key, value, f"expected {_type_name(tp)}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise _fail(key, value, f"allowed: {_type_name(tp)}")
+        return value
+    if origin is tuple:
+        (item_tp, *_rest) = typing.get_args(tp)
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise _fail(key, value, f"expected {_type_name(tp)}")
+        return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(key, value, "expected a mapping")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(key, value, "expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise _fail(key, value, "expected a whole number")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise _fail(key, value, "expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(key, value, "expected text")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {key}")
+
+
+def build(cls: type, mapping: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a plain mapping, rejecting unknown keys and wrong types by name."""
+    where = prefix or "the config"
+    if not isinstance(mapping, dict):
+        raise _fail(prefix or "<top level>", mapping, f"{where} must be a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in mapping.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"config key '{full}' is not known; {hint}allowed keys: {', '.join(fields)}")
+        kwargs[key] = _convert(hints[key], value, full)
+    missing = [
+        name for name, f in fields.items()
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"config key '{prefix + '.' if prefix else ''}{missing[0]}' is required but missing")
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        msg = str(exc)
+        if prefix and msg.startswith("config key '") and not msg.startswith(f"config key '{prefix}"):
+            msg = msg.replace("config key '", f"config key '{prefix}.", 1)
+        raise ConfigError(msg) from None
+
+
+def _sources(value: Any, key: str) -> list[dict[str, Any]]:
+    """A split may be one source, a list of sources, or a bare path string."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            item = {"path": item}
+        if not isinstance(item, dict):
+            raise _fail(key, item, "a source is a path or a mapping with at least 'path'")
+        out.append(item)
+    return out
+
+
+def load_config(path: str | Path) -> JobConfig:
+    """Read and validate a YAML job config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass the path to a YAML job config")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    return from_mapping(raw, config_path=str(path))
+
+
+def from_mapping(raw: Any, config_path: str | None = None) -> JobConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping of keys to values, got {type(raw).__name__}")
+    raw = dict(raw)
+    if isinstance(raw.get("data"), dict):
+        data = dict(raw["data"])
+        for split in ("train", "eval"):
+            if split in data:
+                data[split] = _sources(data[split], f"data.{split}")
+        raw["data"] = data
+    if config_path is not None:
+        raw["config_path"] = config_path
+    return build(JobConfig, raw)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain, JSON-ready form of a config object (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def config_hash(obj: Any) -> str:
+    """Short content hash of a config, stable across runs; identifies what produced an artifact."""
+    blob = json.dumps(to_dict(obj), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

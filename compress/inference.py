@@ -1,0 +1,89 @@
+"""Run a model over a featurised split and score its outputs with the task's metrics.
+
+`predict_logits` works on any PyTorch model; `score_outputs` takes plain arrays, so ONNX Runtime
+outputs are scored by exactly the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import Split, TaskData, decode_qa
+from .evaluate import SquadGold, classification_metrics, regression_metrics, squad_evaluate
+
+__all__ = ["evaluate_model", "predict_logits", "score_outputs", "OUTPUT_NAMES"]
+
+
+def OUTPUT_NAMES(task_type: str) -> tuple[str, ...]:
+    return ("start_logits", "end_logits") if task_type == "qa" else ("logits",)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, split: Split, batch_size: int = 64, task_type: str = "classification",
+                   progress: bool = False) -> dict[str, np.ndarray]:
+    """Model outputs for every row of the split, in order. QA logits are padded back to full length."""
+    was_training = model.training
+    model.eval()
+    names = OUTPUT_NAMES(task_type)
+    n = len(split)
+    full_len = split.arrays["input_ids"].shape[1]
+    out: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc=f"predict {split.name}", unit="batch", leave=False)
+    for start in starts:
+        batch = split.batch(np.arange(start, min(start + batch_size, n)), labels=False)
+        res = model(**batch)
+        for k in names:
+            v = getattr(res, k).float()
+            if task_type == "qa" and v.size(1) < full_len:  # undo dynamic padding
+                v = torch.nn.functional.pad(v, (0, full_len - v.size(1)), value=-1e4)
+            out[k].append(v.numpy())
+    model.train(was_training)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def score_outputs(data: TaskData, split: Split, outputs: dict[str, np.ndarray],
+                  na_threshold: float = 0.0) -> tuple[dict[str, Any], list[Any]]:
+    """Task metrics and per-example predictions from raw outputs.
+
+    QA (SQuAD 2.0): the model answers "no answer" when null_odds > na_threshold; `exact`/`f1` are at that
+    threshold and `best_*` at the threshold that maximises them on this split, as the official script does.
+    """
+    task_type = data.task.type
+    if task_type == "qa":
+        preds = decode_qa(split.examples, split.arrays, outputs["start_logits"], outputs["end_logits"],
+                          n_best=data.n_best, max_answer_length=data.max_answer_length)
+        gold = [SquadGold(ex.qid, tuple(t for t, _ in ex.answers), ex.title) for ex in split.examples]
+        texts = {p.qid: p.text for p in preds}
+        if data.version_2:
+            odds = {p.qid: p.null_odds for p in preds}
+            metrics = dict(squad_evaluate(gold, texts, odds, na_prob_thresh=na_threshold))
+            metrics["na_threshold"] = na_threshold
+            metrics["no_answer_rate"] = float(np.mean([p.null_odds > na_threshold for p in preds]))
+        else:
+            metrics = dict(squad_evaluate(gold, texts))
+        return metrics, preds
+    logits = outputs["logits"]
+    labels = split.arrays["labels"]
+    if task_type == "regression":
+        values = logits.reshape(-1)
+        metrics = regression_metrics(values, labels)
+        return metrics, values.tolist()
+    pred = logits.argmax(axis=-1)
+    metrics = classification_metrics(pred, labels, data.num_labels)
+    return metrics, pred.tolist()
+
+
+def evaluate_model(model: nn.Module, data: TaskData, split: Split | None = None, batch_size: int = 64,
+                   na_threshold: float = 0.0, progress: bool = False) -> tuple[dict[str, Any], list[Any]]:
+    """Predict and score in one call (the eval split by default)."""
+    split = split or data.eval
+    outputs = predict_logits(model, split, batch_size, data.task.type, progress=progress)
+    return score_outputs(data, split, outputs, na_threshold)
+

@@ -1,0 +1,1 @@
+"""HTTP serving of a packaged student (BentoML); arrives with the service issue."""
