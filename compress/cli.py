@@ -110,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "urllib3", "filelock"):
+    for noisy in ("urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # e.g. the SDPA fallback note when measuring head importance
     from .config import ConfigError
     from .data import DataError
     from .distill import TrainingDiverged

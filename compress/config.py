@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -148,7 +149,7 @@ class TrainConfig:
     max_steps: int | None = None  # exact number of optimiser steps; overrides epochs
     batch_size: int = 32
     eval_batch_size: int = 64
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4  # for a small encoder; BERT-base teachers usually want 2e-5 to 5e-5
     weight_decay: float = 0.01  # AdamW; never applied to biases and LayerNorm weights
     warmup_steps: int = 0  # linear warm-up from 0, then linear decay to 0 at the last step
     max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
@@ -157,6 +158,9 @@ class TrainConfig:
     seed: int = 42  # same seed, same data order, same initialisation, same result
 
     def __post_init__(self) -> None:
+        for key in ("epochs", "learning_rate", "weight_decay", "max_grad_norm"):
+            if not math.isfinite(getattr(self, key)):
+                raise _fail(key, getattr(self, key), "must be a finite number")
         if self.epochs <= 0:
             raise _fail("epochs", self.epochs, "must be > 0")
         if self.max_steps is not None and self.max_steps <= 0:
@@ -177,7 +181,7 @@ class TeacherConfig:
     """The model to compress. A checkpoint without a task head is fine-tuned by `compress teacher`."""
 
     model: str  # local folder, Hugging Face hub id (from the local cache), or pkg:<module> for a packaged model
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4))  # fine-tuning the head
+    train: TrainConfig = field(default_factory=TrainConfig)  # fine-tuning the head
     importance_batches: int = 8  # batches of training data used to measure head and neuron importance
 
 
@@ -190,9 +194,12 @@ class DistillConfig:
     alpha_hidden: float = 0.0  # weight of the hidden-state MSE; > 0 runs the teacher alongside the student
     temperature: float = 2.0  # softens both distributions; the KL term is scaled by T² to keep its gradient size
     layer_map: tuple[int, ...] | None = None  # teacher layer for each student layer; None: the copied layers
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4))
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        for key in ("alpha_ce", "alpha_task", "alpha_hidden", "temperature"):
+            if not math.isfinite(getattr(self, key)):
+                raise _fail(f"distill.{key}", getattr(self, key), "must be a finite number")
         for key in ("alpha_ce", "alpha_task", "alpha_hidden"):
             if getattr(self, key) < 0:
                 raise _fail(f"distill.{key}", getattr(self, key), "loss weights must not be negative")
@@ -241,6 +248,8 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     if tp is type(None):
         return "null"
+    if tp is bool:
+        return "true or false"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return getattr(tp, "__name__", str(tp))
@@ -389,5 +398,8 @@ def to_dict(obj: Any) -> Any:
 
 def config_hash(obj: Any) -> str:
     """Short content hash of a config, stable across runs; identifies what produced an artifact."""
-    blob = json.dumps(to_dict(obj), sort_keys=True, default=str).encode()
+    plain = to_dict(obj)
+    if isinstance(plain, dict):
+        plain.pop("config_path", None)  # where the file lies does not change what it asks for
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -160,18 +160,18 @@ def train(
         values = {name: fn(out, batch, rows, t_hidden) for name, _, fn in terms}
         loss = sum(w * values[name] for name, w, _ in terms)
         if not torch.isfinite(loss):
-            raise TrainingDiverged(step, {"loss": float(loss), **{k: float(v) for k, v in values.items()}})
+            raise TrainingDiverged(step, {"loss": loss.item(), **{k: v.item() for k, v in values.items()}})
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         schedule.step()
-        sums["loss"] = sums.get("loss", 0.0) + float(loss)
+        sums["loss"] = sums.get("loss", 0.0) + loss.item()
         for k, v in values.items():
-            sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + float(v)
+            sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v.item()
         count += 1
-        bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+        bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", refresh=False)
 
         last = step == total
         if last or (cfg.eval_every and step % cfg.eval_every == 0):

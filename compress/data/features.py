@@ -89,7 +89,11 @@ def tokenizer_fingerprint(tokenizer) -> str:
             f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; offsets and caching need one "
             "(save the model with a tokenizer.json, or load it with use_fast=True)"
         )
-    return hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]
+    definition = json.loads(backend.to_str())
+    # NOTE: the backend also stores the truncation/padding of its last call; they do not change tokens.
+    definition.pop("truncation", None)
+    definition.pop("padding", None)
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _source_key(source: SourceConfig, config_path: str | None) -> dict[str, Any]:

@@ -103,40 +103,48 @@ def _require_exists(path: Path, fmt: str) -> None:
 # Tabular rows (TSV, CSV, JSONL, datasets)
 
 
-def _read_delimited(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[str, dict[str, Any]]]:
+def _read_delimited(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
+    """Rows as (where, mapping); a malformed row is yielded as a DataError so on_bad_row can skip it."""
     name = path.name
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
         header = next(reader, None)
         if not header:
             raise DataError(f"data file {str(path)!r} is empty; it needs a header row and at least one example")
-        for line_no, values in enumerate(reader, start=2):
+        start = reader.line_num + 1
+        for values in reader:
+            where = f"{name}:{start}"  # the line the record starts on (a quoted CSV field may span lines)
+            start = reader.line_num + 1
             if not values:
                 continue
             if len(values) != len(header):
-                raise DataError(
-                    f"{name}:{line_no}: has {len(values)} fields, the header has {len(header)} "
+                yield where, DataError(
+                    f"{where}: has {len(values)} fields, the header has {len(header)} "
                     f"({', '.join(header)}); a stray {'tab' if delimiter == chr(9) else 'delimiter or quote'} "
                     "in the text? Fix the row or set data.on_bad_row: skip"
                 )
-            yield f"{name}:{line_no}", dict(zip(header, values))
+                continue
+            yield where, dict(zip(header, values))
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
     with open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
+            where = f"{path.name}:{line_no}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path.name}:{line_no}: is not valid JSON ({exc.msg} at column {exc.colno}); "
+                yield where, DataError(
+                    f"{where}: is not valid JSON ({exc.msg} at column {exc.colno}); "
                     "each line of a JSON Lines file must be one JSON object"
-                ) from None
+                )
+                continue
             if not isinstance(row, dict):
-                raise DataError(f"{path.name}:{line_no}: is a JSON {type(row).__name__}, expected an object")
-            yield f"{path.name}:{line_no}", row
+                yield where, DataError(f"{where}: is a JSON {type(row).__name__}, expected an object")
+                continue
+            yield where, row
 
 
 def _hf_dataset(source: SourceConfig, path: Path) -> Any:
@@ -246,6 +254,11 @@ def load_text_examples(
         loaded: list[TextExample] = []
         checked_columns = False
         for where, row in _rows(source, path, fmt):
+            if isinstance(row, DataError):
+                if on_bad_row == "skip":
+                    skipped.append(str(row))
+                    continue
+                raise row
             if not checked_columns:
                 needed = [*task.text_columns, task.label_column]
                 missing = [c for c in needed if c not in row]

@@ -1,0 +1,28 @@
+"""Helpers shared by the benchmarks: where results go, and writing them with the machine they ran on."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from compress.env import environment
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_results(name: str, payload: dict[str, Any], summary_md: str) -> tuple[Path, Path]:
+    """benchmarks/results/<name>.json (machine-readable) and <name>.md (readable), both with the environment."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    payload = {"benchmark": name, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": env, **payload}
+    j = RESULTS / f"{name}.json"
+    j.write_text(json.dumps(payload, indent=2, default=str))
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    md = RESULTS / f"{name}.md"
+    md.write_text(
+        f"{summary_md}\n\nMachine: {env['cpu']}, {env['cores']} cores, Python {env['python']}; {versions}. "
+        f"Finished {payload['finished']}. Machine-readable: `{j.name}`.\n"
+    )
+    return j, md

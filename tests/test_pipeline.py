@@ -1,0 +1,165 @@
+"""End to end on tiny random teachers: every task head and loss, determinism, divergence, the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from compress.config import from_mapping
+from compress.distill import TrainingDiverged
+from compress.pipeline import distill_student, finetune_teacher, load_context
+from compress.student import StudentSpec, model_param_count
+from tests.conftest import (
+    ROOT, job_config, write_pairs_jsonl, write_regression_csv, write_sentiment_tsv, write_squad,
+)
+
+
+def _task_case(kind: str, tmp_path):
+    if kind == "classification":
+        train = write_sentiment_tsv(tmp_path / "train.tsv", 48, seed=1)
+        dev = write_sentiment_tsv(tmp_path / "dev.tsv", 16, seed=2)
+        return {"type": "classification"}, str(train), str(dev), "accuracy"
+    if kind == "pair_classification":
+        train = write_pairs_jsonl(tmp_path / "train.jsonl", 48, seed=1)
+        dev = write_pairs_jsonl(tmp_path / "dev.jsonl", 16, seed=2)
+        task = {"type": "pair_classification", "text_columns": ["premise", "hypothesis"], "labels": ["different", "same"]}
+        return task, str(train), str(dev), "accuracy"
+    if kind == "regression":
+        train = write_regression_csv(tmp_path / "train.csv", 48, seed=1)
+        dev = write_regression_csv(tmp_path / "dev.csv", 16, seed=2)
+        return {"type": "regression", "text_columns": ["text"], "label_column": "score"}, str(train), str(dev), "pearson"
+    train = write_squad(tmp_path / "train.json", version_2=True)
+    dev = write_squad(tmp_path / "dev.json", version_2=True)
+    return {"type": "qa"}, str(train), str(dev), "f1"
+
+
+@pytest.mark.parametrize("kind", ["classification", "pair_classification", "regression", "qa"])
+@pytest.mark.parametrize("alpha_hidden", [0.0, 0.5], ids=["logits", "logits+hidden"])
+def test_teacher_then_student_for_every_task(kind, alpha_hidden, tmp_path, tiny_base):
+    task, train, dev, metric = _task_case(kind, tmp_path)
+    raw = job_config(tmp_path, task, train, dev, tiny_base)
+    if kind == "qa":
+        raw["data"].update(max_seq_length=64, doc_stride=16)
+    raw["distill"]["alpha_hidden"] = alpha_hidden
+    cfg = from_mapping(raw)
+
+    teacher_dir = finetune_teacher(cfg, progress=False)
+    tm = json.loads((teacher_dir / "metrics.json").read_text())
+    assert tm["metric"] == metric and math.isfinite(tm["value"])
+    assert len((teacher_dir / "curves.jsonl").read_text().splitlines()) == 2  # steps 3 and 6
+
+    ctx = load_context(cfg, progress=False)
+    out = tmp_path / "student"
+    m = distill_student(ctx, StudentSpec(num_layers=2, heads=2, intermediate_size=32), out, progress=False)
+    assert m["params"] < m["teacher"]["params"]
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "spec.json", "metrics.json",
+                 "curves.jsonl", "predictions.json"):
+        assert (out / name).is_file(), name
+    curve = [json.loads(line) for line in (out / "curves.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in curve] == [3, 6]
+    terms = {"loss_ce", "loss_task"} | ({"loss_hidden"} if alpha_hidden else set())
+    assert terms <= set(curve[-1])
+    if kind == "qa":
+        assert m["version_2"] is True
+        for key in ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_f1", "best_f1_thresh"):
+            assert key in curve[-1] and key in m["metrics"]
+    if kind != "regression" and kind != "qa":
+        cfg_saved = json.loads((out / "config.json").read_text())
+        assert set(cfg_saved["id2label"].values()) == ({"0", "1"} if kind == "classification" else {"different", "same"})
+
+
+def test_student_is_smaller_and_loads_back(tmp_path, tiny_base):
+    task, train, dev, _ = _task_case("classification", tmp_path)
+    cfg = from_mapping(job_config(tmp_path, task, train, dev, tiny_base))
+    finetune_teacher(cfg, progress=False)
+    ctx = load_context(cfg, progress=False)
+    m = distill_student(ctx, StudentSpec(num_layers=1, heads=1, intermediate_size=16), tmp_path / "s", progress=False)
+    assert m["params"] < m["teacher"]["params"]
+    from transformers import AutoModelForSequenceClassification
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "s")
+    assert model_param_count(loaded) == m["params"]
+
+
+def _train_once(tmp_path, tiny_base, sub: str):
+    task, train, dev, _ = _task_case("classification", tmp_path)
+    raw = job_config(tmp_path, task, train, dev, tiny_base)
+    cfg = from_mapping(raw)
+    if not (cfg.run_dir / "teacher" / "config.json").exists():
+        finetune_teacher(cfg, progress=False)
+    ctx = load_context(cfg, progress=False)
+    m = distill_student(ctx, StudentSpec(num_layers=2, hidden_dropout=0.2), tmp_path / sub, progress=False)
+    from safetensors.torch import load_file
+
+    return m, load_file(str(tmp_path / sub / "model.safetensors"))
+
+
+def test_same_seed_same_result(tmp_path, tiny_base):
+    m1, w1 = _train_once(tmp_path, tiny_base, "a")
+    m2, w2 = _train_once(tmp_path, tiny_base, "b")
+    assert m1["metrics"] == m2["metrics"]
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        assert torch.equal(w1[k], w2[k]), k
+    c1 = [json.loads(x)["loss"] for x in (tmp_path / "a" / "curves.jsonl").read_text().splitlines()]
+    c2 = [json.loads(x)["loss"] for x in (tmp_path / "b" / "curves.jsonl").read_text().splitlines()]
+    assert c1 == c2
+
+
+def test_divergence_stops_the_run_with_a_clear_error(tmp_path, tiny_base):
+    task, train, dev, _ = _task_case("classification", tmp_path)
+    cfg = from_mapping(job_config(tmp_path, task, train, dev, tiny_base))
+    finetune_teacher(cfg, progress=False)
+    ctx = load_context(cfg, progress=False)
+    ctx.outputs = {"logits": ctx.outputs["logits"].copy()}
+    ctx.outputs["logits"][:] = float("nan")  # a broken teacher output poisons the KD term
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step 1: loss is not finite .*lower the learning rate"):
+        distill_student(ctx, StudentSpec(num_layers=1), tmp_path / "s", progress=False)
+    assert (tmp_path / "s" / "spec.json").exists()  # what was written before the failure stays
+
+
+def _run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "compress", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_reports_config_errors_by_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "task": {"type": "classification"},
+                                   "data": {"train": "a.tsv", "eval": "b.tsv"},
+                                   "teacher": {"model": "m"}, "distill": {"temprature": 2}}))
+    res = _run_cli("distill", str(bad), cwd=ROOT)
+    assert res.returncode == 2
+    assert "config key 'distill.temprature' is not known; did you mean 'temperature'?" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_reports_missing_teacher_head(tmp_path, tiny_base):
+    task, train, dev, _ = _task_case("classification", tmp_path)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job_config(tmp_path, task, train, dev, tiny_base)))
+    res = _run_cli("distill", str(path), cwd=ROOT)
+    assert res.returncode == 2
+    assert "has no trained classification head; run `compress teacher CONFIG`" in res.stderr
+
+
+def test_cli_teacher_then_distill_with_spec_file(tmp_path, tiny_base):
+    task, train, dev, _ = _task_case("classification", tmp_path)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job_config(tmp_path, task, train, dev, tiny_base)))
+    res = _run_cli("teacher", str(path), cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "teacher saved in" in res.stdout
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"num_layers": 1, "heads": 2, "layer_selection": "first"}))
+    res = _run_cli("distill", str(path), "--student", str(spec), "--out", str(tmp_path / "out"), cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "out" / "spec.json").read_text())["layer_selection"] == "first"
+    spec.write_text(json.dumps({"num_layers": 1, "head": 2}))
+    res = _run_cli("distill", str(path), "--student", str(spec), cwd=ROOT)
+    assert res.returncode == 2 and "student spec key 'head' is not known" in res.stderr
