@@ -84,6 +84,71 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .config import load_config
+    from .study import run_search, run_worker, write_outputs, open_study
+
+    cfg = load_config(args.config)
+    if args.threads:
+        cfg = dataclasses.replace(cfg, threads=args.threads)
+    if args.worker:
+        run_worker(cfg, workers=args.workers_hint, progress=False)
+        return 0
+    run_search(cfg, args.config, workers=args.workers)
+    fpath, cpath = write_outputs(cfg, open_study(cfg, create=False))
+    print(f"search done: {fpath} and {cpath}; `compress status {cfg.run_dir}` summarises it")
+    return 0
+
+
+def _load_run_config(run: str):
+    from .config import ConfigError, from_mapping
+
+    path = Path(run)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        from .config import load_config
+
+        return load_config(path)
+    resolved = path / "config.json"
+    if not resolved.is_file():
+        raise ConfigError(f"{run!r} is not a run directory (no config.json); give runs/<name> or the job's YAML config")
+    raw = json.loads(resolved.read_text())
+    return from_mapping(raw, config_path=raw.pop("config_path", None))
+
+
+def _fmt(v, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .study import study_summary
+
+    cfg = _load_run_config(args.run)
+    s = study_summary(cfg)
+    if args.json:
+        print(json.dumps(s, indent=2, default=str))
+        return 0
+    states = ", ".join(f"{k} {v}" for k, v in sorted(s["by_state"].items()))
+    print(f"study {s['study']} ({s['storage']}): {s['completed']}/{s['target']} done; {states}; "
+          f"feasible {s['feasible']}")
+    if s["eta_seconds"] is not None:
+        print(f"time left: about {s['eta_seconds'] / 60:.0f} min; early stopping saved {s['early_stopping_saved_seconds'] / 60:.1f} min")
+    t = s.get("teacher") or {}
+    if t:
+        print(f"teacher: metric {_fmt(t.get('metric'))}, {t.get('params', 0):,} params, {_fmt(t.get('latency_ms'), '.2f')} ms")
+    print(f"frontier ({len(s['frontier'])} points):")
+    print(f"  {'trial':>5} {'metric':>8} {'params':>12} {'latency ms':>10} {'size MB':>8}  spec")
+    for r in s["frontier"]:
+        spec = r.get("spec") or {}
+        print(f"  {r['number']:>5} {_fmt(r['value']):>8} {r['params'] or 0:>12,} {_fmt(r['latency_ms'], '.2f'):>10} "
+              f"{_fmt(r['size_mb'], '.1f'):>8}  L{spec.get('num_layers')} H{spec.get('heads')} "
+              f"F{spec.get('intermediate_size')}{' (baseline)' if r['baseline'] else ''}")
+    for w in s["warnings"]:
+        print(f"warning: {w}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compress", description="Distil a fine-tuned BERT-family teacher into smaller students.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -99,6 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--student", metavar="SPEC.json", help="student spec (default: the config's student: section)")
     d.add_argument("--out", metavar="DIR", help="output folder (default: RUN/students/<tag>)")
     d.set_defaults(func=_cmd_distill)
+
+    s = sub.add_parser("search", help="multi-objective search over students; writes RUN/study.db, trials/, frontier.json")
+    s.add_argument("config", help="YAML job config with a search: section")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    s.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one worker process (internal)
+    s.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    s.add_argument("--workers-hint", type=int, default=1, help=argparse.SUPPRESS)
+    s.set_defaults(func=_cmd_search)
+
+    st = sub.add_parser("status", help="live state of a study: trials by state, frontier, time left, warnings")
+    st.add_argument("run", help="run directory (runs/<name>) or the job's YAML config")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=_cmd_status)
 
     m = sub.add_parser("demo", help="the embedded default job on generated data (no data of yours needed)")
     m.add_argument("--output-dir", default="runs", help="where runs/demo goes")
@@ -118,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .distill import TrainingDiverged
+    from .study import SearchError
     from .teacher import TeacherError
 
     try:
@@ -125,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, TeacherError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -23,6 +23,9 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DistillConfig",
+    "EarlyStopConfig",
+    "LatencyConfig",
+    "SearchConfig",
     "JobConfig",
     "SourceConfig",
     "TaskConfig",
@@ -210,6 +213,70 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class LatencyConfig:
+    """How latency is measured with ONNX Runtime on the exported file, for every trial."""
+
+    batch_size: int = 1  # requests served one at a time, the usual online case
+    seq_len: int | Literal["eval"] = 128  # fixed length, or "eval": batches of the eval set at their own lengths
+    threads: int = 2  # intra-op threads; fixed so trials compare
+    warmup: int = 10  # calls discarded before timing
+    repeats: int = 50  # timed calls; median and p90 are reported
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.threads < 1 or self.repeats < 1 or self.warmup < 0:
+            raise _fail("search.latency", (self.batch_size, self.threads, self.warmup, self.repeats),
+                        "batch_size, threads and repeats must be positive and warmup not negative")
+        if isinstance(self.seq_len, int) and not 1 <= self.seq_len <= 4096:
+            raise _fail("search.latency.seq_len", self.seq_len, "must be between 1 and 4096, or 'eval'")
+
+
+@dataclass(frozen=True)
+class EarlyStopConfig:
+    """Stops a trial whose metric is hopelessly below a threshold (see compress/study.py for the rule)."""
+
+    enabled: bool = True
+    min_fraction: float = 0.3  # no trial is judged before this share of its training steps
+    margin: float | None = None  # how far below the threshold is hopeless, in metric units; None: 10% of it
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_fraction <= 1.0:
+            raise _fail("search.early_stopping.min_fraction", self.min_fraction, "must be in [0, 1]")
+        if self.margin is not None and not (math.isfinite(self.margin) and self.margin >= 0):
+            raise _fail("search.early_stopping.margin", self.margin, "must be a finite number >= 0, or null")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The multi-objective study: what is searched, what is optimised, what must hold, where it is stored."""
+
+    n_trials: int = 30  # completed trials to reach, the baseline included; a resumed study runs only the rest
+    sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
+    seed: int = 0  # seeds the sampler: same seed, same suggestions
+    objectives: tuple[str, ...] = ("metric", "params", "latency_ms")  # metric (max); params, latency_ms, size_mb (min)
+    constraints: tuple[str, ...] = ()  # e.g. "accuracy >= 0.8", "latency_ms <= 4"; infeasible trials never enter the frontier
+    space: dict[str, Any] = field(default_factory=dict)  # parameter -> {type, low, high, step, choices}
+    storage: str | None = None  # None: sqlite file in the run directory; any SQLAlchemy URL; or journal:PATH
+    study_name: str | None = None  # None: the job's name
+    baseline: bool = True  # run the DistilBERT-style baseline first and mark it
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    early_stopping: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    export_atol: float = 1e-3  # largest |ONNX - PyTorch| output difference accepted; more fails the trial
+    heartbeat_interval: float = 10.0  # seconds between a running trial's heartbeats
+    grace_period: float = 60.0  # a running trial silent this long is taken as dead and re-run
+    max_failed_trials: int | None = None  # stop the study after this many failed trials; None: n_trials
+    warn_infeasible_after: int = 5  # status warns when the first K completed trials are all infeasible
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise _fail("search.n_trials", self.n_trials, "must be at least 1")
+        if not self.objectives:
+            raise _fail("search.objectives", [], "name at least one objective")
+        if self.grace_period <= self.heartbeat_interval:
+            raise _fail("search.grace_period", self.grace_period,
+                        f"must be longer than heartbeat_interval ({self.heartbeat_interval})")
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """One job: a teacher, a task and its data, and how to distill students from it."""
 
@@ -219,6 +286,7 @@ class JobConfig:
     teacher: TeacherConfig
     distill: DistillConfig = field(default_factory=DistillConfig)
     student: dict[str, Any] = field(default_factory=dict)  # default StudentSpec fields for `compress distill`
+    search: SearchConfig = field(default_factory=SearchConfig)
     output_dir: str = "runs"
     threads: int | None = None  # torch CPU threads; None uses every core
     config_path: str | None = None  # where the YAML came from; relative data paths may be relative to it

@@ -24,7 +24,11 @@ from .data.features import MODEL_INPUTS
 from .inference import evaluate_model
 from .losses import hard_loss, hidden_mse, qa_soft_kl, regression_soft, soft_kl
 
-__all__ = ["TrainResult", "TrainingDiverged", "set_seed", "train"]
+__all__ = ["StopTraining", "TrainResult", "TrainingDiverged", "set_seed", "train"]
+
+
+class StopTraining(Exception):
+    """Raised by an `on_eval` callback to end a run early (e.g. hopeless under a threshold); not an error."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,6 +51,8 @@ class TrainResult:
     predictions: list[Any]
     curve: list[dict[str, Any]] = field(default_factory=list)
     steps: int = 0
+    total_steps: int = 0  # planned steps; more than `steps` when the run was stopped early
+    stopped: str | None = None  # why the run stopped early, if it did
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
 
@@ -106,14 +112,15 @@ def train(
     teacher_model: nn.Module | None = None,
     layer_map: list[int] | None = None,
     curves_path: Path | None = None,
-    on_eval: Callable[[int, dict[str, Any]], None] | None = None,
+    on_eval: Callable[[int, int, dict[str, Any]], None] | None = None,
     desc: str = "train",
     progress: bool = True,
 ) -> TrainResult:
     """Train `model` in place on data.train, evaluating on data.eval.
 
-    With `kd` None this is fine-tuning on gold labels. `on_eval(step, metrics)` is called after each
-    evaluation and may raise to stop the run (early stopping); the curve written so far is kept.
+    With `kd` None this is fine-tuning on gold labels. `on_eval(step, total_steps, metrics)` is called after
+    each evaluation; raising StopTraining ends the run there (its metrics become the result), any other
+    exception propagates. The curve written so far is kept either way.
     """
     from tqdm.auto import tqdm
 
@@ -195,7 +202,16 @@ def train(
             if last:
                 result.metrics, result.predictions = metrics, preds
             if on_eval is not None:
-                on_eval(step, metrics)
+                try:
+                    on_eval(step, total, metrics)
+                except StopTraining as stop:
+                    result.metrics, result.predictions = metrics, preds
+                    result.stopped = str(stop)
+                    result.steps = step
+                    break
             t0 = time.perf_counter()
-    result.steps, result.train_seconds, result.eval_seconds = total, t_train, t_eval
+    else:
+        result.steps = total
+    bar.close()
+    result.total_steps, result.train_seconds, result.eval_seconds = total, t_train, t_eval
     return result

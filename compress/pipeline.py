@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import JobConfig, config_hash, to_dict
+from .config import DistillConfig, JobConfig, config_hash, to_dict
 from .data import TaskData, prepare_task_data
 from .distill import TrainResult, set_seed, train
 from .env import environment
@@ -72,7 +72,8 @@ def _save_run(out: Path, model: nn.Module, tokenizer, data: TaskData, result: Tr
     metrics = {
         "task": data.task.type, "metric": data.task.primary_metric,
         "value": result.metrics.get(data.task.primary_metric), **extra,
-        "metrics": result.metrics, "steps": result.steps,
+        "metrics": result.metrics, "steps": result.steps, "total_steps": result.total_steps,
+        "stopped": result.stopped,
         "train_seconds": round(result.train_seconds, 2), "eval_seconds": round(result.eval_seconds, 2),
         "environment": environment(),
     }
@@ -147,15 +148,18 @@ def load_context(cfg: JobConfig, progress: bool = True) -> Context:
     return Context(cfg, tokenizer, data, teacher, path, teacher_metrics, outputs, importance)
 
 
-def distill_student(ctx: Context, spec: StudentSpec, out: Path, progress: bool = True, on_eval=None) -> dict[str, Any]:
+def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: DistillConfig | None = None,
+                    progress: bool = True, on_eval=None) -> dict[str, Any]:
     """Build, distill and evaluate one student; save it to `out` and return its metrics.json content.
 
-    Raises TrainingDiverged when the loss stops being finite (the curve so far stays in `out`).
+    `distill` overrides the job's distill: section (a search trial's settings). Raises TrainingDiverged when
+    the loss stops being finite (the curve so far stays in `out`).
     """
     cfg, data = ctx.cfg, ctx.data
+    kd = distill or cfg.distill
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "spec.json", spec.to_json())
-    set_seed(cfg.distill.train.seed)
+    set_seed(kd.train.seed)
     student = build_student(ctx.teacher, spec, ctx.importance)
     head = _head(data.task.type)
     params = param_count(student.config, head, data.num_labels)
@@ -163,20 +167,20 @@ def distill_student(ctx: Context, spec: StudentSpec, out: Path, progress: bool =
     if params != built:  # the formula is what the search optimises: it must describe the real model
         raise RuntimeError(f"parameter formula gives {params:,} but the built student has {built:,}")
     layers = teacher_layers(spec, ctx.teacher.config.num_hidden_layers)
-    layer_map = list(cfg.distill.layer_map) if cfg.distill.layer_map else layers
+    layer_map = list(kd.layer_map) if kd.layer_map else layers
     if len(layer_map) != spec.num_layers:
         raise ValueError(f"distill.layer_map has {len(layer_map)} entries for a {spec.num_layers}-layer student")
     t0 = time.perf_counter()
     result = train(
-        student, data, cfg.distill.train, kd=cfg.distill, teacher_outputs=ctx.outputs,
-        teacher_model=ctx.teacher if cfg.distill.alpha_hidden > 0 else None, layer_map=layer_map,
+        student, data, kd.train, kd=kd, teacher_outputs=ctx.outputs,
+        teacher_model=ctx.teacher if kd.alpha_hidden > 0 else None, layer_map=layer_map,
         curves_path=out / "curves.jsonl", on_eval=on_eval, desc=f"distill {spec.tag()}", progress=progress,
     )
     extra = {
         "spec": spec.to_json(), "params": params, "teacher_layers": layers,
         "teacher": {"path": ctx.teacher_dir, "metric": ctx.teacher_metrics.get(data.task.primary_metric),
                     "params": ctx.teacher_metrics.get("params")},
-        "distill_config": to_dict(cfg.distill), "config_hash": config_hash(cfg),
+        "distill_config": to_dict(kd), "config_hash": config_hash(cfg),
         "wall_seconds": round(time.perf_counter() - t0, 2), "version_2": data.version_2,
     }
     _save_run(out, student, ctx.tokenizer, data, result, extra)
