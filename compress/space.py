@@ -62,6 +62,8 @@ class ParamSpec:
         """The extreme values: every value a validity check must try."""
         if self.type == "categorical":
             return list(self.choices)
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
         return [self.low, self.high]
 
     def grid(self, name: str) -> list[Any]:
@@ -113,6 +115,8 @@ class SearchSpace:
             params[name] = spec
         space = cls(params, cfg, teacher_config)
         space.validate()
+        if cfg.search.sampler == "grid":
+            space.grid()  # every parameter must have a finite list of values
         return space
 
     def validate(self) -> None:

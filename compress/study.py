@@ -229,12 +229,14 @@ def reap_stale_trials(study: optuna.Study, grace: float) -> list[int]:
         if now - beat <= grace:
             continue
         try:
+            # The reason goes on first: a finished trial cannot be changed. Only the worker whose state
+            # change succeeds enqueues the re-run, so a lost trial is re-run exactly once.
+            study._storage.set_trial_user_attr(
+                t._trial_id, "reason", f"worker stopped heartbeating for {now - beat:.0f} s (killed?); re-run as a new trial")
+            study._storage.set_trial_user_attr(t._trial_id, "state", "lost")
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except Exception:  # noqa: BLE001 - another worker reaped it first (or it just finished)
             continue
-        study._storage.set_trial_user_attr(
-            t._trial_id, "reason", f"worker stopped heartbeating for {now - beat:.0f} s (killed?); re-run as a new trial")
-        study._storage.set_trial_user_attr(t._trial_id, "state", "lost")
         attrs = {k: v for k, v in t.user_attrs.items() if k in ("baseline",)}
         study.enqueue_trial(t.params, user_attrs={**attrs, "retry_of": t.number})
         log.warning("trial %d lost its worker; enqueued a re-run with the same parameters", t.number)

@@ -84,7 +84,9 @@ def test_space_maps_values_to_settings(tmp_path, tiny_base):
     assert distill.train.learning_rate == 3e-4 and distill.train.max_steps == 4
     base = space.baseline_values()
     assert base["num_layers"] == 2 and base["heads"] == 4  # half of 4 layers, all heads
-    assert space.grid()["num_layers"] == [1, 2]
+    assert space.params["num_layers"].grid("num_layers") == [1, 2]
+    with pytest.raises(SearchSpaceError, match="search.space.learning_rate: the grid sampler needs a finite list"):
+        space.grid()
 
 
 @pytest.mark.parametrize("text, measured, feasible", [
