@@ -206,9 +206,11 @@ def _search_proc(config: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_for(cond, timeout: float, what: str):
+def _wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None):
     t0 = time.time()
     while time.time() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the search exited ({proc.returncode}) before {what}: {proc.stdout.read().decode()[-3000:]}")
         value = cond()
         if value:
             return value
@@ -234,7 +236,7 @@ def test_kill_9_then_resume_completes_exactly_the_target(trained, tmp_path, stor
     proc = _search_proc(config)
     try:
         # Kill at a random moment while a trial (not the first) is running.
-        _wait_for(lambda: cfg.run_dir.joinpath("frontier.json").exists(), 240, "the first finished trial")
+        _wait_for(lambda: cfg.run_dir.joinpath("frontier.json").exists(), 240, "the first finished trial", proc)
         time.sleep(random.Random(0).uniform(0.5, 2.5))
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -262,7 +264,7 @@ def test_two_workers_one_killed_mid_trial(trained, tmp_path, storage):
             running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "worker" in t.user_attrs]
             return running[0].user_attrs["worker"] if done >= 1 and running else None
 
-        worker = _wait_for(running_worker, 300, "a worker mid-trial")
+        worker = _wait_for(running_worker, 300, "a worker mid-trial", proc)
         os.kill(int(worker.split(":")[1]), signal.SIGKILL)
         out, _ = proc.communicate(timeout=600)
     finally:
