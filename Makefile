@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-distill bench-squad clean
+.PHONY: demo test bench bench-distill bench-squad bench-search clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,13 +18,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: bench-distill bench-squad
+bench: bench-distill bench-squad bench-search
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/bench_distill.py
 
 bench-squad: $(STAMP)
 	$(BIN)/python benchmarks/bench_squad.py
+
+bench-search: $(STAMP)
+	$(BIN)/python benchmarks/bench_search.py
 
 clean:
 	rm -rf $(VENV) runs .cache

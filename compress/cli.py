@@ -70,17 +70,21 @@ def _print_student(m: dict, out: Path) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_config
     from .demo import demo_config
-    from .pipeline import distill_student, finetune_teacher, load_context
+    from .pipeline import finetune_teacher
+    from .study import open_study, run_worker, write_outputs
 
     path = demo_config(args.output_dir)
     print(f"demo: generated data and config in {path.parent} (data set 'generated-sentiment', made by this project)")
     cfg = load_config(path)
-    finetune_teacher(cfg, force=True)
-    ctx = load_context(cfg)
-    print(f"teacher: accuracy {ctx.teacher_metrics['accuracy']:.4f}, {ctx.teacher_metrics['params']:,} parameters")
-    spec = _student_spec(cfg, None, ctx.teacher.config.num_hidden_layers)
-    out = cfg.run_dir / "students" / spec.tag()
-    _print_student(distill_student(ctx, spec, out), out)
+    out = finetune_teacher(cfg, force=True)
+    m = json.loads((out / "metrics.json").read_text())
+    print(f"teacher: accuracy {m['value']:.4f}, {m['params']:,} parameters, fine-tuned in {m['train_seconds']:.0f} s")
+    print(f"search: {cfg.search.n_trials} trials ({cfg.search.sampler}), objectives {list(cfg.search.objectives)}, "
+          f"constraints {list(cfg.search.constraints)}")
+    run_worker(cfg)
+    write_outputs(cfg, open_study(cfg, create=False))
+    _cmd_status(argparse.Namespace(run=str(cfg.run_dir), json=False))
+    print(f"outputs: {cfg.run_dir}/frontier.json, {cfg.run_dir}/trials.csv, {cfg.run_dir}/trials/<n>/")
     return 0
 
 

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import shutil
 import time
 from dataclasses import dataclass
@@ -185,8 +188,13 @@ def _export_optimum(model_dir: Path, out_dir: Path, task_type: str, opset: int |
     # Our own validation follows (more lengths, our tolerance, our exception); Optimum's would only repeat it.
     # It writes config.json and the tokenizer beside model.onnx, so ORTModelFor* load the folder as it is.
     task = "question-answering" if task_type == "qa" else "text-classification"
-    main_export(str(model_dir), output=out_dir, task=task, opset=opset, device="cpu", do_validation=False,
-                library_name="transformers", local_files_only=True)
+    # NOTE: Optimum warns that its tied-weight deduplication needs accelerate; encoders with a classification
+    # or QA head have no tied weights, so the check has nothing to do here.
+    logging.getLogger("optimum.exporters.onnx.base").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # constant mask arithmetic, traced as intended
+        main_export(str(model_dir), output=out_dir, task=task, opset=opset, device="cpu", do_validation=False,
+                    library_name="transformers", local_files_only=True)
 
 
 class _Outputs(nn.Module):

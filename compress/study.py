@@ -121,10 +121,6 @@ def _metric_names(cfg: JobConfig) -> set[str]:
     }[cfg.task.type]
 
 
-def _constraints_func(trial: FrozenTrial) -> list[float]:
-    return list(trial.user_attrs.get("constraints", []))
-
-
 # ----------------------------------------------------------------------------------------------
 # Storage and study
 
@@ -155,14 +151,12 @@ def _storage(cfg: JobConfig) -> optuna.storages.BaseStorage:
 def _sampler(cfg: JobConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
     s, seed = cfg.search.sampler, cfg.search.seed
     if s == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constraints_func=_constraints_func,
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                           n_startup_trials=min(10, max(2, cfg.search.n_trials // 3)))
     if s == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=_constraints_func,
-                                             population_size=max(4, min(50, cfg.search.n_trials // 3)))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, cfg.search.n_trials // 3)))
     if s == "gp":
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=_constraints_func,
-                                         n_startup_trials=min(10, max(2, cfg.search.n_trials // 3)))
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, cfg.search.n_trials // 3)))
     if s == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.GridSampler(space.grid(), seed=seed)
@@ -340,6 +334,9 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     if stopped:  # infeasible by rule: a positive violation even when no metric threshold is configured
         violations = [max(v, 1e-9) for v in violations] or [1.0]
     feasible = all(v <= 0 for v in violations)
+    names = [str(c) for c in constraints] or ["early_stopped"]
+    for name, v in zip(names, violations):
+        trial.set_constraint(name, float(v))  # samplers learn the infeasible region from these
     timings = {"distill_s": m["train_seconds"], "evaluate_s": m["eval_seconds"],
                "export_s": round(t_export, 2), "measure_s": round(t_measure, 2),
                "build_and_io_s": round(t_distilled - t_start - m["train_seconds"] - m["eval_seconds"], 2),
@@ -350,7 +347,7 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
         "latency_p90_ms": lat["p90_ms"], "latency_method": lat, "onnx": str(exported.path),
         "onnx_max_abs_diff": exported.max_abs_diff, "timings": timings, "distill": to_dict(distill),
         "steps": m["steps"], "total_steps": m.get("total_steps", m["steps"]),
-        "constraints": violations, "constraint_names": [str(c) for c in constraints],
+        "constraints": violations, "constraint_names": names,
     }
     for k, v in record.items():
         trial.set_user_attr(k, v)

@@ -49,12 +49,18 @@ def _search_raw(tmp_path: Path, tiny_base: str, **search) -> dict:
     return raw
 
 
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory, tiny_base) -> str:
+    """A tiny teacher fine-tuned once for this module (a folder with a trained classification head)."""
+    tmp = tmp_path_factory.mktemp("teacher")
+    cfg = from_mapping(_search_raw(tmp, tiny_base))
+    return str(finetune_teacher(cfg, progress=False))
+
+
 @pytest.fixture()
-def trained(tmp_path, tiny_base):
-    """A config whose tiny teacher is already fine-tuned (shared by the study runs of one test)."""
-    raw = _search_raw(tmp_path, tiny_base)
-    finetune_teacher(from_mapping(raw), progress=False)
-    return raw
+def trained(tmp_path, tiny_teacher):
+    """A search config over the already fine-tuned tiny teacher, with its own run directory."""
+    return _search_raw(tmp_path, tiny_teacher)
 
 
 # ------------------------------------------------------------------ space and constraints
@@ -104,6 +110,14 @@ def test_constraint_on_unknown_measure_is_refused():
 
 
 # ------------------------------------------------------------------ in-process studies
+
+
+def test_journal_storage_runs_a_study(trained, tmp_path):
+    cfg = from_mapping({**trained, "search": {**trained["search"], "n_trials": 2,
+                                              "storage": f"journal:{tmp_path / 'journal.log'}"}})
+    run_worker(cfg, progress=False)
+    assert len(open_study(cfg, create=False).get_trials(states=(TrialState.COMPLETE,))) == 2
+    assert (tmp_path / "journal.log").stat().st_size > 0
 
 
 def test_study_runs_records_and_writes_outputs(trained, tmp_path):

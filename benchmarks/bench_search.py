@@ -1,0 +1,142 @@
+"""SST-2 search: a TPE study of 30+ trials, then random, grid and GP with the same budget; hypervolume per trial.
+
+Run `make bench-search` (several hours on 2 cores; each study resumes where it stopped). Writes
+benchmarks/results/search-sst2.{json,md} and search-sst2-hypervolume.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, write_results  # noqa: E402
+
+from compress.config import load_config  # noqa: E402
+from compress.study import frontier, open_study, run_worker, study_summary, trial_record, write_outputs  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+CONFIG = HERE / "configs" / "search-sst2.yaml"
+
+
+def _ensure_teacher(cfg) -> None:
+    if Path(cfg.teacher.model, "config.json").is_file():
+        return
+    from compress.pipeline import finetune_teacher
+
+    finetune_teacher(load_config(HERE / "configs" / "sst2.yaml"), force=True)
+
+
+def hypervolume_history(study, teacher: dict, floor: float) -> list[float]:
+    """Hypervolume of the feasible set after each trial, in normalised units.
+
+    Objectives become losses in [0, 1]-ish: (1 - accuracy) / (1 - floor), params / teacher params,
+    latency / teacher latency; reference point (1, 1, 1): the floor accuracy at the teacher's size and speed.
+    """
+    from optuna._hypervolume import compute_hypervolume
+    from optuna.trial import TrialState
+
+    ref = np.ones(3)
+    points, history = [], []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") and t.user_attrs.get("state") == "complete":
+            acc, params, lat = t.values
+            p = np.array([(1 - acc) / (1 - floor), params / teacher["params"], lat / teacher["latency_ms"]])
+            if np.all(p < ref):
+                points.append(p)
+        if t.state in (TrialState.COMPLETE, TrialState.FAIL):
+            history.append(float(compute_hypervolume(np.array(points), ref)) if points else 0.0)
+    return history
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default=str(CONFIG))
+    ap.add_argument("--samplers", default="tpe,random,grid,gp")
+    ap.add_argument("--trials", type=int, default=None, help="override n_trials for every sampler")
+    args = ap.parse_args()
+    base = load_config(args.config)
+    _ensure_teacher(base)
+    floor = float(base.search.constraints[0].split(">=")[1]) if base.search.constraints else 0.5
+    results = {}
+    for sampler in args.samplers.split(","):
+        search = dataclasses.replace(base.search, sampler=sampler, n_trials=args.trials or base.search.n_trials)
+        cfg = dataclasses.replace(base, name=f"{base.name}-{sampler}", search=search)
+        run_worker(cfg)
+        study = open_study(cfg, create=False)
+        write_outputs(cfg, study)
+        summary = study_summary(cfg)
+        teacher = study.user_attrs["teacher"]
+        objectives = study.user_attrs["objectives"]
+        recs = [trial_record(t, objectives) for t in study.get_trials(deepcopy=False)]
+        base_rec = next(r for r in recs if r["baseline"] and r["state"] in ("complete", "stopped"))
+        front = [trial_record(t, objectives) for t in frontier(study)]
+        done = [r for r in recs if r["timings"]]
+        mean_t = {k: float(np.mean([r["timings"][k] for r in done])) for k in ("distill_s", "evaluate_s", "export_s", "measure_s", "total_s")}
+        results[sampler] = {
+            "frontier": front, "baseline": base_rec, "teacher": teacher, "summary": summary,
+            "dominating_baseline": sum(1 for r in json.loads((cfg.run_dir / "frontier.json").read_text())["frontier"]
+                                       if r.get("dominates_baseline")),
+            "hypervolume": hypervolume_history(study, teacher, floor), "mean_timings": mean_t,
+            "trials": len(recs),
+        }
+    _plot(results)
+    write_results("search-sst2", {"results": results}, _summary(results, base))
+
+
+def _plot(results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for sampler, r in results.items():
+        ax.plot(range(1, len(r["hypervolume"]) + 1), r["hypervolume"], label=sampler, marker=".")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("hypervolume (normalised, feasible trials)")
+    ax.set_title("SST-2 search: hypervolume after each trial")
+    ax.legend()
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(RESULTS / "search-sst2-hypervolume.png", dpi=120)
+
+
+def _summary(results: dict, cfg) -> str:
+    lines = ["# Search on SST-2 (MiniLM-L6 teacher)", "",
+             f"Objectives {list(cfg.search.objectives)}, constraints {list(cfg.search.constraints)}, "
+             f"{cfg.search.n_trials} trials per sampler; latency with ONNX Runtime on the exported file, batch 1, "
+             "the eval set's own token lengths, 2 threads, 10 warm-up and 50 timed calls (median).", ""]
+    for sampler, r in results.items():
+        t, b = r["teacher"], r["baseline"]
+        lines += [f"## {sampler}", "",
+                  f"Teacher: accuracy {t['metric']:.4f}, {t['params']:,} params, {t['latency_ms']:.2f} ms. "
+                  f"Baseline (trial {b['number']}): accuracy {b['value']:.4f}, {b['params']:,} params, "
+                  f"{b['latency_ms']:.2f} ms. Frontier points dominating the baseline: {r['dominating_baseline']}. "
+                  f"Early stopping saved {r['summary']['early_stopping_saved_seconds'] / 60:.1f} min.", "",
+                  "| trial | accuracy | params | latency ms | layers | heads | FFN |", "|---|---|---|---|---|---|---|"]
+        for p in r["frontier"]:
+            s = p["spec"] or {}
+            lines.append(f"| {p['number']} | {p['value']:.4f} | {p['params']:,} | {p['latency_ms']:.2f} | "
+                         f"{s.get('num_layers')} | {s.get('heads')} | {s.get('intermediate_size')} |")
+        mt = r["mean_timings"]
+        lines += ["", f"Mean wall time per trial: distill {mt['distill_s']:.1f} s, evaluate {mt['evaluate_s']:.1f} s, "
+                      f"export {mt['export_s']:.1f} s, measure {mt['measure_s']:.1f} s (total {mt['total_s']:.1f} s).", ""]
+    lines += ["## Hypervolume after each trial", "", "| trial | " + " | ".join(results) + " |",
+              "|---|" + "---|" * len(results)]
+    n = max(len(r["hypervolume"]) for r in results.values())
+    for i in range(n):
+        row = [f"{r['hypervolume'][i]:.4f}" if i < len(r["hypervolume"]) else "" for r in results.values()]
+        lines.append(f"| {i + 1} | " + " | ".join(row) + " |")
+    lines += ["", "![hypervolume](search-sst2-hypervolume.png)"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
