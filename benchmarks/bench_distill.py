@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_results  # noqa: E402
+from common import teacher_and_context, write_results  # noqa: E402
 
 from compress.config import load_config, to_dict  # noqa: E402
 from compress.measure import torch_latency  # noqa: E402
-from compress.pipeline import distill_student, finetune_teacher, load_context  # noqa: E402
+from compress.pipeline import distill_student  # noqa: E402
 from compress.student import StudentSpec  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "sst2.yaml"
@@ -31,14 +30,7 @@ def main() -> None:
     ap.add_argument("--layers", default="1,2,3")
     args = ap.parse_args()
     cfg = load_config(args.config)
-    if args.fresh and cfg.run_dir.exists():
-        shutil.rmtree(cfg.run_dir)
-
-    teacher_metrics = cfg.run_dir / "teacher" / "metrics.json"
-    if not teacher_metrics.exists():
-        finetune_teacher(cfg, force=True)
-    tm = json.loads(teacher_metrics.read_text())
-    ctx = load_context(cfg)
+    tm, ctx = teacher_and_context(cfg, args.fresh)
     rows = []
     teacher_lat = {b: torch_latency(ctx.teacher, batch_size=b, seq_len=64) for b in (1, 32)}
     teacher_row = {"model": "teacher (MiniLM-L6, fine-tuned)", "layers": ctx.teacher.config.num_hidden_layers,

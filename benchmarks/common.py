@@ -26,3 +26,17 @@ def write_results(name: str, payload: dict[str, Any], summary_md: str) -> tuple[
         f"Finished {payload['finished']}. Machine-readable: `{j.name}`.\n"
     )
     return j, md
+
+
+def teacher_and_context(cfg, fresh: bool = False):
+    """The run's fine-tuned teacher (trained now unless already there) and the students' shared context."""
+    import shutil
+
+    from compress.pipeline import finetune_teacher, load_context
+
+    if fresh and cfg.run_dir.exists():
+        shutil.rmtree(cfg.run_dir)
+    teacher_metrics = cfg.run_dir / "teacher" / "metrics.json"
+    if not teacher_metrics.exists():
+        finetune_teacher(cfg, force=True)
+    return json.loads(teacher_metrics.read_text()), load_context(cfg)
