@@ -163,3 +163,24 @@ def test_cli_teacher_then_distill_with_spec_file(tmp_path, tiny_base):
     spec.write_text(json.dumps({"num_layers": 1, "head": 2}))
     res = _run_cli("distill", str(path), "--student", str(spec), cwd=ROOT)
     assert res.returncode == 2 and "student spec key 'head' is not known" in res.stderr
+
+
+def test_teacher_outputs_are_computed_once_and_cached(tmp_path, tiny_base, monkeypatch):
+    import numpy as np
+
+    import compress.teacher as teacher_mod
+
+    task, train, dev, _ = _task_case("classification", tmp_path)
+    cfg = from_mapping(job_config(tmp_path, task, train, dev, tiny_base))
+    finetune_teacher(cfg, progress=False)
+    first = load_context(cfg, progress=False)
+    cached = list((cfg.run_dir / "cache").glob("teacher-outputs-train-*.safetensors"))
+    assert len(cached) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("teacher outputs recomputed instead of read from the cache")
+
+    monkeypatch.setattr(teacher_mod, "predict_logits", fail)
+    second = load_context(cfg, progress=False)
+    np.testing.assert_array_equal(first.outputs["logits"], second.outputs["logits"])
+    assert first.outputs["logits"].shape == (48, 2)
