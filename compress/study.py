@@ -278,7 +278,9 @@ def _measure_teacher(ctx, cfg: JobConfig) -> dict[str, Any]:
     rec = {"params": ctx.teacher_metrics.get("params"), "latency_ms": lat["median_ms"],
            "latency_p90_ms": lat["p90_ms"], "size_mb": exported.size_bytes / 1e6, "latency_method": lat,
            "metric": ctx.teacher_metrics.get(cfg.task.primary_metric), "metrics": ctx.teacher_metrics}
-    path.write_text(json.dumps(rec, indent=2, default=str))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec, indent=2, default=str))
+    tmp.replace(path)
     return rec
 
 
@@ -382,20 +384,28 @@ def _enqueue_baseline(study: optuna.Study, space: SearchSpace) -> None:
     study.enqueue_trial(space.baseline_values(), user_attrs={"baseline": True})
 
 
-def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True) -> None:
-    """Run trials until the study holds `n_trials` completed ones; safe to run on several machines at once."""
+def prepare_search(cfg: JobConfig, progress: bool = True):
+    """Everything trials share, made once: teacher outputs and importance, the study, the baseline, the
+    teacher's measurements. Done before workers start, so they find it all cached instead of racing."""
     from .pipeline import load_context
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ctx = load_context(cfg, progress=progress)
     space = SearchSpace.from_config(cfg, ctx.teacher.config)
-    objectives = _objectives(cfg)
-    constraints = _constraints(cfg, _metric_names(cfg))
+    _objectives(cfg), _constraints(cfg, _metric_names(cfg))  # refuse bad objectives/constraints up front
     study = open_study(cfg, space)
     if cfg.search.baseline:
         _enqueue_baseline(study, space)
     teacher = _measure_teacher(ctx, cfg)
     study.set_user_attr("teacher", {k: teacher[k] for k in ("metric", "params", "latency_ms", "size_mb")})
+    return ctx, space, study
+
+
+def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True) -> None:
+    """Run trials until the study holds `n_trials` completed ones; safe to run on several machines at once."""
+    ctx, space, study = prepare_search(cfg, progress)
+    objectives = _objectives(cfg)
+    constraints = _constraints(cfg, _metric_names(cfg))
     target = cfg.search.n_trials
     max_failed = cfg.search.max_failed_trials or target
     poll = min(cfg.search.heartbeat_interval, 5.0)
@@ -455,6 +465,7 @@ def run_search(cfg: JobConfig, config_path: str, workers: int = 1) -> None:
     if workers <= 1:
         run_worker(cfg)
         return
+    prepare_search(cfg)  # caches, study and baseline exist before the workers start
     threads = max(1, (cfg.threads or os.cpu_count() or 1) // workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     procs = [subprocess.Popen([sys.executable, "-m", "compress", "search", config_path, "--worker",

@@ -173,6 +173,8 @@ def cached_importance(teacher: nn.Module, data: TaskData, cache_dir: Path, batch
               for i in range(min(batches, max(1, len(order) // batch_size)))]
     imp = measure_importance(teacher, sample)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    save_file({"heads": imp.heads.astype(np.float32), "neurons": imp.neurons.astype(np.float32)}, str(path))
+    tmp = path.with_suffix(".tmp")
+    save_file({"heads": imp.heads.astype(np.float32), "neurons": imp.neurons.astype(np.float32)}, str(tmp))
+    tmp.replace(path)  # atomic: another worker never reads half a file
     return imp
 
