@@ -30,14 +30,12 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
 
 
 def _student_spec(cfg, spec_path: str | None, teacher_layers: int):
-    from .student import StudentSpec
+    from .student import StudentSpec, configured_spec_fields
 
     if spec_path:
         return StudentSpec.load(spec_path)
-    fields = dict(cfg.student)
-    fields.setdefault("num_layers", max(1, teacher_layers // 2))
     try:
-        return StudentSpec.from_json(fields)
+        return StudentSpec.from_json(configured_spec_fields(cfg.student, teacher_layers))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"config key 'student': {exc}") from None
 

@@ -20,6 +20,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from .inference import output_names
+
 from .measure import onnx_size
 
 __all__ = ["ExportMismatch", "ExportResult", "export_onnx", "validate_onnx"]
@@ -46,10 +48,6 @@ class ExportResult:
     opset: int  # default-domain opset recorded in the file
     exporter: str  # "optimum" (optimum-onnx main_export) or "torch.onnx"
     seconds: float  # wall time of export and validation together
-
-
-def _output_names(task_type: str) -> tuple[str, ...]:
-    return ("start_logits", "end_logits") if task_type == "qa" else ("logits",)
 
 
 def _load_model(model_dir: Path, task_type: str) -> nn.Module:
@@ -211,7 +209,7 @@ class _Outputs(nn.Module):
 
 
 def _export_torch(model: nn.Module, model_dir: Path, out_dir: Path, task_type: str, opset: int | None) -> None:
-    names = _output_names(task_type)
+    names = output_names(task_type)
     example = _random_batch(2, min(16, model.config.max_position_embeddings), model.config.vocab_size, 0)
     axes = {0: "batch_size", 1: "sequence_length"}
     dynamic = {k: axes for k in INPUT_NAMES} | {k: ({0: "batch_size"} if k == "logits" else axes) for k in names}

@@ -15,10 +15,11 @@ from torch import nn
 from .data import Split, TaskData, decode_qa
 from .evaluate import SquadGold, classification_metrics, regression_metrics, squad_evaluate
 
-__all__ = ["evaluate_model", "predict_logits", "score_outputs", "OUTPUT_NAMES"]
+__all__ = ["evaluate_model", "output_names", "predict_logits", "score_outputs"]
 
 
-def OUTPUT_NAMES(task_type: str) -> tuple[str, ...]:
+def output_names(task_type: str) -> tuple[str, ...]:
+    """The model outputs a task reads, in order (also the ONNX output names)."""
     return ("start_logits", "end_logits") if task_type == "qa" else ("logits",)
 
 
@@ -28,7 +29,7 @@ def predict_logits(model: nn.Module, split: Split, batch_size: int = 64, task_ty
     """Model outputs for every row of the split, in order. QA logits are padded back to full length."""
     was_training = model.training
     model.eval()
-    names = OUTPUT_NAMES(task_type)
+    names = output_names(task_type)
     n = len(split)
     full_len = split.arrays["input_ids"].shape[1]
     out: dict[str, list[np.ndarray]] = {k: [] for k in names}

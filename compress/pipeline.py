@@ -18,7 +18,7 @@ from torch import nn
 
 from .config import DistillConfig, JobConfig, config_hash, to_dict
 from .data import TaskData, prepare_task_data
-from .distill import TrainResult, set_seed, train
+from .distill import TrainResult, train
 from .env import environment
 from .inference import evaluate_model
 from .student import StudentSpec, build_student, model_param_count, param_count, teacher_layers
@@ -96,7 +96,6 @@ def finetune_teacher(cfg: JobConfig, force: bool = False, progress: bool = True)
     if data.task.type != "qa":
         model.config.id2label = data.id2label
         model.config.label2id = {v: k for k, v in data.id2label.items()}
-    set_seed(cfg.teacher.train.seed)
     result = train(model, data, cfg.teacher.train, curves_path=out / "curves.jsonl", desc="teacher", progress=progress)
     extra = {
         "base_model": base, "params": param_count(model.config, _head(data.task.type), data.num_labels),
@@ -136,9 +135,10 @@ def load_context(cfg: JobConfig, progress: bool = True) -> Context:
     check_tokenizer(tokenizer, teacher, path)
     teacher.eval()
     cache = cfg.run_dir / "cache"
-    outputs = teacher_outputs(teacher, data, data.train, cache)
-    importance = cached_importance(teacher, data, cache, cfg.teacher.importance_batches)
-    metrics_file = cache / f"teacher-eval-{model_fingerprint(teacher)}-{data.eval.key}.json"
+    fingerprint = model_fingerprint(teacher)  # hashes every weight: once per load
+    outputs = teacher_outputs(teacher, fingerprint, data, data.train, cache)
+    importance = cached_importance(teacher, fingerprint, data, cache, cfg.teacher.importance_batches)
+    metrics_file = cache / f"teacher-eval-{fingerprint}-{data.eval.key}.json"
     if metrics_file.exists():
         teacher_metrics = json.loads(metrics_file.read_text())
     else:
@@ -159,7 +159,6 @@ def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: Distill
     kd = distill or cfg.distill
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "spec.json", spec.to_json())
-    set_seed(kd.train.seed)
     student = build_student(ctx.teacher, spec, ctx.importance)
     head = _head(data.task.type)
     params = param_count(student.config, head, data.num_labels)

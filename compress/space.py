@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .config import ConfigError, DistillConfig, JobConfig, build
-from .student import StudentSpec, teacher_layers
+from .student import StudentSpec, configured_spec_fields, teacher_layers
 
 __all__ = ["ParamSpec", "SearchSpace", "SearchSpaceError", "SPEC_PARAMS", "DISTILL_PARAMS", "TRAIN_PARAMS"]
 
@@ -149,9 +149,7 @@ class SearchSpace:
 
     def fixed_values(self) -> dict[str, Any]:
         """Every setting at its configured (unsearched) value."""
-        spec_fields = dict(self.cfg.student)
-        spec_fields.setdefault("num_layers", max(1, self.teacher_config.num_hidden_layers // 2))
-        values = dict(spec_fields)
+        values = configured_spec_fields(self.cfg.student, self.teacher_config.num_hidden_layers)
         for name in DISTILL_PARAMS:
             values[name] = getattr(self.cfg.distill, name)
         for name in TRAIN_PARAMS:

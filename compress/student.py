@@ -16,7 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Importance", "StudentSpec", "build_student", "measure_importance", "param_count", "teacher_layers"]
+__all__ = [
+    "Importance", "StudentSpec", "build_student", "configured_spec_fields", "measure_importance", "param_count",
+    "teacher_layers",
+]
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,13 @@ class StudentSpec:
         except json.JSONDecodeError as exc:
             raise ValueError(f"student spec {str(path)!r} is not valid JSON: {exc}") from None
         return cls.from_json(data)
+
+
+def configured_spec_fields(configured: dict[str, Any], teacher_num_layers: int) -> dict[str, Any]:
+    """The config's student: section, with num_layers defaulting to half the teacher's layers."""
+    fields = dict(configured)
+    fields.setdefault("num_layers", max(1, teacher_num_layers // 2))
+    return fields
 
 
 def teacher_layers(spec: StudentSpec, teacher_num_layers: int) -> list[int]:

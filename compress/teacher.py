@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 from torch import nn
 
 from .config import JobConfig
 from .data import Split, TaskData
+from .data.features import save_atomic
 from .inference import predict_logits
 
 log = logging.getLogger(__name__)
@@ -139,10 +140,13 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def teacher_outputs(teacher: nn.Module, data: TaskData, split: Split, cache_dir: Path,
+def teacher_outputs(teacher: nn.Module, fingerprint: str, data: TaskData, split: Split, cache_dir: Path,
                     batch_size: int = 128) -> dict[str, np.ndarray]:
-    """The teacher's logits on every row of `split`, computed once and kept as safetensors."""
-    key = hashlib.sha256(f"{model_fingerprint(teacher)}-{split.key}".encode()).hexdigest()[:20]
+    """The teacher's logits on every row of `split`, computed once and kept as safetensors.
+
+    `fingerprint` is the teacher's model_fingerprint: with the split's key it names the cache file.
+    """
+    key = hashlib.sha256(f"{fingerprint}-{split.key}".encode()).hexdigest()[:20]
     path = cache_dir / f"teacher-outputs-{split.name}-{key}.safetensors"
     if path.exists():
         arrays = load_file(str(path))
@@ -151,18 +155,16 @@ def teacher_outputs(teacher: nn.Module, data: TaskData, split: Split, cache_dir:
         log.warning("cached teacher outputs %s do not match the split; recomputing", path)
     log.info("computing teacher outputs on %d %s rows (cached at %s)", len(split), split.name, path)
     arrays = predict_logits(teacher, split, batch_size, data.task.type, progress=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: np.ascontiguousarray(v.astype(np.float32)) for k, v in arrays.items()}, str(tmp))
-    tmp.replace(path)
+    save_atomic({k: v.astype(np.float32) for k, v in arrays.items()}, path)
     return arrays
 
 
-def cached_importance(teacher: nn.Module, data: TaskData, cache_dir: Path, batches: int, batch_size: int = 32):
+def cached_importance(teacher: nn.Module, fingerprint: str, data: TaskData, cache_dir: Path, batches: int,
+                      batch_size: int = 32):
     """Head and FFN-neuron importance of the teacher, measured on its training split once."""
     from .student import Importance, measure_importance
 
-    key = hashlib.sha256(f"{model_fingerprint(teacher)}-{data.train.key}-{batches}-{batch_size}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{fingerprint}-{data.train.key}-{batches}-{batch_size}".encode()).hexdigest()[:20]
     path = cache_dir / f"importance-{key}.safetensors"
     if path.exists():
         arrays = load_file(str(path))
@@ -172,9 +174,6 @@ def cached_importance(teacher: nn.Module, data: TaskData, cache_dir: Path, batch
     sample = [data.train.batch(np.sort(order[i * batch_size:(i + 1) * batch_size]))
               for i in range(min(batches, max(1, len(order) // batch_size)))]
     imp = measure_importance(teacher, sample)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"heads": imp.heads.astype(np.float32), "neurons": imp.neurons.astype(np.float32)}, str(tmp))
-    tmp.replace(path)  # atomic: another worker never reads half a file
+    save_atomic({"heads": imp.heads.astype(np.float32), "neurons": imp.neurons.astype(np.float32)}, path)
     return imp
 

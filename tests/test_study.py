@@ -232,6 +232,18 @@ def _wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = N
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def _running_after_first(cfg):
+    """A running trial of the study once at least one trial has completed, else None."""
+    try:
+        study = open_study(cfg, create=False)
+    except Exception:  # noqa: BLE001 - the study may not exist yet
+        return None
+    if not study.get_trials(states=(TrialState.COMPLETE,)):
+        return None
+    running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "worker" in t.user_attrs]
+    return running[0] if running else None
+
+
 def _check_exactly_once(study: optuna.Study, target: int) -> None:
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -249,17 +261,9 @@ def test_kill_9_then_resume_completes_exactly_the_target(trained, tmp_path, stor
     cfg = from_mapping(raw)
     proc = _search_proc(config)
 
-    def mid_trial():
-        try:
-            study = open_study(cfg, create=False)
-        except Exception:  # noqa: BLE001 - the study may not exist yet
-            return False
-        done = len(study.get_trials(states=(TrialState.COMPLETE,)))
-        return done >= 1 and bool(study.get_trials(states=(TrialState.RUNNING,)))
-
     try:
         # Kill at a random moment inside a trial that is not the first.
-        _wait_for(mid_trial, 300, "a trial running after the first finished", proc)
+        _wait_for(lambda: _running_after_first(cfg), 300, "a trial running after the first finished", proc)
         time.sleep(random.Random(0).uniform(0.0, 0.5))
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -281,16 +285,8 @@ def test_two_workers_one_killed_mid_trial(trained, tmp_path, storage):
     cfg = from_mapping(raw)
     proc = _search_proc(config, "--workers", "2")
     try:
-        def running_worker():
-            try:
-                study = open_study(cfg, create=False)
-            except Exception:  # noqa: BLE001 - the study may not exist yet
-                return None
-            done = len(study.get_trials(states=(TrialState.COMPLETE,)))
-            running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "worker" in t.user_attrs]
-            return running[0].user_attrs["worker"] if done >= 1 and running else None
-
-        worker = _wait_for(running_worker, 300, "a worker mid-trial", proc)
+        trial = _wait_for(lambda: _running_after_first(cfg), 300, "a worker mid-trial", proc)
+        worker = trial.user_attrs["worker"]
         os.kill(int(worker.split(":")[1]), signal.SIGKILL)
         out, _ = proc.communicate(timeout=600)
     finally:

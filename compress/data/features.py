@@ -25,7 +25,7 @@ from .qa import detect_version_2, featurize_qa
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Split", "TaskData", "prepare_task_data", "tokenizer_fingerprint"]
+__all__ = ["Split", "TaskData", "prepare_task_data", "save_atomic", "tokenizer_fingerprint"]
 
 # Arrays a model takes as input; everything else in a split (labels, offsets) stays beside them.
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -106,6 +106,14 @@ def _cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def save_atomic(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """Write arrays as safetensors via a temporary file: parallel workers never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+    tmp.replace(path)
+
+
 def _cached(cache_dir: Path, key: str, build) -> dict[str, np.ndarray]:
     path = cache_dir / f"features-{key}.safetensors"
     if path.exists():
@@ -114,10 +122,7 @@ def _cached(cache_dir: Path, key: str, build) -> dict[str, np.ndarray]:
         except Exception as exc:  # noqa: BLE001 - a torn or foreign file: rebuild it
             log.warning("feature cache %s is unreadable (%s); rebuilding it", path, exc)
     arrays = build()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
-    tmp.replace(path)  # atomic: parallel workers never read half a file
+    save_atomic(arrays, path)
     return arrays
 
 
