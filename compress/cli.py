@@ -105,18 +105,55 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _load_run_config(run: str):
-    from .config import ConfigError, from_mapping
+    from .package import load_run_config
 
-    path = Path(run)
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
-        from .config import load_config
+    return load_run_config(run)
 
-        return load_config(path)
-    resolved = path / "config.json"
-    if not resolved.is_file():
-        raise ConfigError(f"{run!r} is not a run directory (no config.json); give runs/<name> or the job's YAML config")
-    raw = json.loads(resolved.read_text())
-    return from_mapping(raw, config_path=raw.pop("config_path", None))
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .package import export_variants, resolve_trial
+
+    cfg = _load_run_config(args.run)
+    rec = resolve_trial(cfg, args.trial, args.pick, args.within)
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    rows = export_variants(cfg, rec, precisions)
+    metric = cfg.task.primary_metric
+    print(f"trial {rec['number']}: variants re-measured on the eval set; latency with the search protocol "
+          f"(ONNX Runtime, batch {cfg.search.latency.batch_size}, seq {cfg.search.latency.seq_len}, "
+          f"{cfg.search.latency.threads} threads, median of {cfg.search.latency.repeats})")
+    print(f"  {'precision':<10} {metric:>10} {'latency ms':>10} {'p90 ms':>8} {'size MB':>8}  folder")
+    for r in rows:
+        print(f"  {r['precision']:<10} {r['metrics'].get(metric, float('nan')):>10.4f} {r['latency_ms']:>10.2f} "
+              f"{r['latency_p90_ms']:>8.2f} {r['size_mb']:>8.1f}  {r['dir']}")
+    print(f"written: {Path(rec['dir']) / 'variants.json'}; each folder loads with Optimum's ORTModelFor*")
+    return 0
+
+
+def _cmd_package(args: argparse.Namespace) -> int:
+    from .package import describe, package
+
+    cfg = _load_run_config(args.run)
+    res = package(cfg, args.trial, args.pick, args.within, args.precision, args.name)
+    print(f"packaged {res['tag']} in the BentoML model store: {describe(res['meta'])}")
+    _print_serve_help(res)
+    return 0
+
+
+def _print_serve_help(res: dict) -> None:
+    meta = res["meta"]
+    print("serve it (binds 127.0.0.1:3000):")
+    print(f"  COMPRESS_MODEL={res['tag']} .venv/bin/bentoml serve serve.service:Compress --port 3000")
+    if meta["task"]["type"] == "qa":
+        body = '{"items": [{"question": "Who led the raiders?", "context": "The raiders were led by Rollo."}]}'
+        print(f"  curl -s -X POST http://127.0.0.1:3000/answer -H 'Content-Type: application/json' -d '{body}'")
+    else:
+        example = '["the acting was superb", "a dull, lifeless film"]'
+        if meta["task"]["type"] == "pair_classification" or len(meta["task"]["text_columns"]) == 2:
+            example = '[["A man is playing a guitar.", "A person plays music."]]'
+        print(f"  curl -s -X POST http://127.0.0.1:3000/classify -H 'Content-Type: application/json' "
+              f"-d '{{\"texts\": {example}}}'")
+    print("  metrics: curl -s http://127.0.0.1:3000/metrics; a bento: .venv/bin/bentoml build, then "
+          "bentoml serve compress:latest")
 
 
 def _fmt(v, spec: str = ".4f") -> str:
@@ -180,6 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=_cmd_status)
 
+    for name, helptext in (("export", "make the fp32, optimized and int8 ONNX variants of a trial and re-measure each"),
+                           ("package", "store a trial's ONNX variant as a BentoML model for `bentoml serve`")):
+        e = sub.add_parser(name, help=helptext)
+        e.add_argument("run", help="run directory (runs/<name>) or the job's YAML config")
+        which = e.add_mutually_exclusive_group(required=True)
+        which.add_argument("--trial", type=int, help="trial number")
+        which.add_argument("--pick", choices=["retain-size", "retain-metric", "fastest", "knee"],
+                           help="the frontier point a scenario picks (see compress.scenarios)")
+        e.add_argument("--within", type=float, default=1.0,
+                       help="--pick fastest: points of the teacher's metric you may give up (default 1)")
+        if name == "export":
+            e.add_argument("--precision", default="fp32,optimized,int8", help="comma-separated variants")
+            e.set_defaults(func=_cmd_export)
+        else:
+            e.add_argument("--precision", choices=["fp32", "optimized", "int8"],
+                           help="variant to serve (default: the one the trial was measured as)")
+            e.add_argument("--name", default="compress-model", help="BentoML model name (default compress-model, "
+                                                                    "what the service serves by default)")
+            e.set_defaults(func=_cmd_package)
+
     m = sub.add_parser("demo", help="the embedded default job on generated data (no data of yours needed)")
     m.add_argument("--output-dir", default="runs", help="where runs/demo goes")
     m.set_defaults(func=_cmd_demo)
@@ -198,12 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataError
     from .distill import TrainingDiverged
+    from .package import PackageError
+    from .scenarios import ScenarioError
     from .study import SearchError
     from .teacher import TeacherError
+    from .variants import VariantError
 
     try:
         return args.func(args)
     except (ConfigError, DataError, TeacherError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (PackageError, ScenarioError, VariantError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SearchError as exc:

@@ -261,6 +261,7 @@ class SearchConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     early_stopping: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     export_atol: float = 1e-3  # largest |ONNX - PyTorch| output difference accepted; more fails the trial
+    precision: Literal["fp32", "optimized", "int8"] = "fp32"  # the variant trials deploy and measure, unless searched
     heartbeat_interval: float = 10.0  # seconds between a running trial's heartbeats
     grace_period: float = 60.0  # a running trial silent this long is taken as dead and re-run
     max_failed_trials: int | None = None  # stop the study after this many failed trials; None: n_trials

@@ -15,7 +15,8 @@ from torch import nn
 from .data import Split, TaskData, decode_qa
 from .evaluate import SquadGold, classification_metrics, regression_metrics, squad_evaluate
 
-__all__ = ["evaluate_model", "output_names", "predict_logits", "score_outputs"]
+__all__ = ["evaluate_model", "evaluate_onnx", "onnx_session", "output_names", "predict_logits", "predict_onnx",
+           "score_outputs"]
 
 
 def output_names(task_type: str) -> tuple[str, ...]:
@@ -88,3 +89,58 @@ def evaluate_model(model: nn.Module, data: TaskData, split: Split | None = None,
     outputs = predict_logits(model, split, batch_size, data.task.type, progress=progress)
     return score_outputs(data, split, outputs, na_threshold)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX Runtime: the deployed artifact, scored by the same code
+
+
+def onnx_session(onnx_path, threads: int = 2, graph_optimization: str = "all"):
+    """An ONNX Runtime CPU session with `threads` intra-op threads, as the latency protocol and the server use."""
+    import onnxruntime as ort
+
+    from .measure import GRAPH_OPTIMIZATION
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def predict_onnx(session, split: Split, task_type: str = "classification", batch_size: int = 64,
+                 progress: bool = False) -> dict[str, np.ndarray]:
+    """ONNX Runtime outputs for every row of the split, in order; the twin of predict_logits."""
+    if not hasattr(session, "run"):
+        session = onnx_session(session)
+    names = output_names(task_type)
+    have = [o.name for o in session.get_outputs()]
+    if any(k not in have for k in names):
+        raise ValueError(f"the ONNX model has outputs {have} but task type {task_type!r} reads {list(names)}; "
+                         "evaluate it with the task it was exported for")
+    feeds = [i.name for i in session.get_inputs()]
+    n = len(split)
+    full_len = split.arrays["input_ids"].shape[1]
+    out: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc=f"predict {split.name} (onnx)", unit="batch", leave=False)
+    for start in starts:
+        batch = split.batch(np.arange(start, min(start + batch_size, n)), labels=False)
+        got = dict(zip(have, session.run(None, {k: batch[k].numpy().astype(np.int64) for k in feeds})))
+        for k in names:
+            v = got[k].astype(np.float32)
+            if task_type == "qa" and v.shape[1] < full_len:
+                v = np.pad(v, ((0, 0), (0, full_len - v.shape[1])), constant_values=-1e4)
+            out[k].append(v)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def evaluate_onnx(onnx_path, data: TaskData, split: Split | None = None, batch_size: int = 64, threads: int = 2,
+                  na_threshold: float = 0.0, progress: bool = False) -> tuple[dict[str, Any], list[Any]]:
+    """Score an exported (or optimised, or quantised) ONNX file on the eval split with the task's metrics."""
+    split = split or data.eval
+    outputs = predict_onnx(onnx_session(onnx_path, threads), split, data.task.type, batch_size, progress)
+    return score_outputs(data, split, outputs, na_threshold)

@@ -16,12 +16,14 @@ import numpy as np
 from .config import ConfigError, DistillConfig, JobConfig, build
 from .student import StudentSpec, configured_spec_fields, teacher_layers
 
-__all__ = ["ParamSpec", "SearchSpace", "SearchSpaceError", "SPEC_PARAMS", "DISTILL_PARAMS", "TRAIN_PARAMS"]
+__all__ = ["ParamSpec", "SearchSpace", "SearchSpaceError", "SPEC_PARAMS", "DISTILL_PARAMS", "TRAIN_PARAMS",
+           "EXPORT_PARAMS"]
 
 SPEC_PARAMS = ("num_layers", "heads", "intermediate_size", "hidden_dropout", "attention_dropout",
                "classifier_dropout", "pruning_seed", "head_pruning", "layer_selection", "init")
 DISTILL_PARAMS = ("alpha_ce", "temperature", "alpha_hidden")  # alpha_task follows as 1 - alpha_ce
 TRAIN_PARAMS = ("learning_rate", "warmup_steps", "epochs", "max_steps", "batch_size", "weight_decay")
+EXPORT_PARAMS = ("precision",)  # which ONNX variant the trial deploys: fp32, optimized or int8
 _INT_PARAMS = {"num_layers", "heads", "intermediate_size", "pruning_seed", "warmup_steps", "max_steps", "batch_size"}
 
 
@@ -96,7 +98,7 @@ class SearchSpace:
         if not raw:
             raise SearchSpaceError("config key 'search.space' is empty; name at least one parameter to search, "
                                    "e.g. num_layers: {type: int, low: 1, high: 4}")
-        known = SPEC_PARAMS + DISTILL_PARAMS + TRAIN_PARAMS
+        known = SPEC_PARAMS + DISTILL_PARAMS + TRAIN_PARAMS + EXPORT_PARAMS
         params = {}
         for name, value in raw.items():
             if name not in known:
@@ -112,6 +114,13 @@ class SearchSpace:
             if name in _INT_PARAMS and spec.type in ("float", "logfloat"):
                 raise SearchSpaceError(f"config key 'search.space.{name}.type': got {spec.type!r}; {name} is a "
                                        "whole number: use int or categorical")
+            if name == "precision":
+                from .variants import PRECISIONS
+
+                bad = [c for c in (spec.choices or ()) if c not in PRECISIONS]
+                if spec.type != "categorical" or bad:
+                    raise SearchSpaceError(f"config key 'search.space.precision': got {bad or spec.type!r}; use "
+                                           f"type: categorical with choices from {list(PRECISIONS)}")
             params[name] = spec
         space = cls(params, cfg, teacher_config)
         space.validate()
@@ -154,6 +163,7 @@ class SearchSpace:
             values[name] = getattr(self.cfg.distill, name)
         for name in TRAIN_PARAMS:
             values[name] = getattr(self.cfg.distill.train, name)
+        values["precision"] = self.cfg.search.precision
         return values
 
     # ------------------------------------------------------------------ sampling
@@ -204,6 +214,10 @@ class SearchSpace:
         if "alpha_ce" in self.params:
             kd["alpha_task"] = round(1.0 - float(merged["alpha_ce"]), 10)
         return spec, dataclasses.replace(distill, train=train, **kd)
+
+    def precision(self, values: dict[str, Any]) -> str:
+        """The ONNX variant a point deploys (and is measured as)."""
+        return str({**self.fixed_values(), **values}["precision"])
 
     def describe(self) -> list[str]:
         lines = []

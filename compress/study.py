@@ -274,7 +274,7 @@ def _measure_teacher(ctx, cfg: JobConfig) -> dict[str, Any]:
         return json.loads(path.read_text())
     out = cfg.run_dir / "teacher_onnx"
     exported = export_onnx(ctx.teacher_dir, out, cfg.task.type, sample=_sample(ctx), atol=cfg.search.export_atol)
-    lat = _latency(exported.path, ctx, cfg)
+    lat = latency(exported.path, ctx.data.eval, cfg)
     rec = {"params": ctx.teacher_metrics.get("params"), "latency_ms": lat["median_ms"],
            "latency_p90_ms": lat["p90_ms"], "size_mb": exported.size_bytes / 1e6, "latency_method": lat,
            "metric": ctx.teacher_metrics.get(cfg.task.primary_metric), "metrics": ctx.teacher_metrics}
@@ -289,13 +289,14 @@ def _sample(ctx) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in b.items()}
 
 
-def _latency(onnx_path: Path, ctx, cfg: JobConfig) -> dict[str, Any]:
+def latency(onnx_path: Path, eval_split, cfg: JobConfig) -> dict[str, Any]:
+    """The search's latency protocol (search.latency) on one ONNX file; eval_split gives the real lengths."""
     from .measure import eval_length_batches, onnx_latency
 
     lc = cfg.search.latency
     inputs = None
     if lc.seq_len == "eval":
-        inputs = eval_length_batches(ctx.data.eval, lc.batch_size, limit=max(lc.repeats, 16), seed=0)
+        inputs = eval_length_batches(eval_split, lc.batch_size, limit=max(lc.repeats, 16), seed=0)
     return onnx_latency(onnx_path, batch_size=lc.batch_size, seq_len=None if inputs else lc.seq_len,
                         threads=lc.threads, warmup=lc.warmup, repeats=lc.repeats, inputs=inputs)
 
@@ -322,15 +323,31 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     exported = export_onnx(trial_dir / "model", trial_dir / "onnx", cfg.task.type, sample=_sample(ctx),
                            atol=cfg.search.export_atol)
     t_export = time.perf_counter() - t0
+    precision = space.precision(values)
+    deployed, size_bytes, metrics = exported.path, exported.size_bytes, m["metrics"]
+    metric_source = "PyTorch on the full eval split; the fp32 ONNX file matches it within search.export_atol"
+    t_variant = 0.0
+    if precision != "fp32":
+        from .inference import evaluate_onnx
+        from .variants import make_variant, variant_dir
+
+        t0 = time.perf_counter()
+        variant = make_variant(trial_dir / "onnx", variant_dir(trial_dir, precision), precision,
+                               cfg.search.export_atol)
+        metrics, _ = evaluate_onnx(variant.path, ctx.data, threads=cfg.search.latency.threads)
+        deployed, size_bytes = variant.path, variant.size_bytes
+        metric_source = f"ONNX Runtime on the {precision} variant ({variant.path}), full eval split"
+        trial.set_user_attr("variant", variant.to_json())
+        t_variant = time.perf_counter() - t0
     t0 = time.perf_counter()
-    lat = _latency(exported.path, ctx, cfg)
+    lat = latency(deployed, ctx.data.eval, cfg)
     lat["concurrent_workers"] = workers
     t_measure = time.perf_counter() - t0
 
     metric_name = cfg.task.primary_metric
-    measured = {**{k: v for k, v in m["metrics"].items() if isinstance(v, (int, float))},
+    measured = {**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                 "params": m["params"], "latency_ms": lat["median_ms"], "latency_p90_ms": lat["p90_ms"],
-                "size_mb": exported.size_bytes / 1e6}
+                "size_mb": size_bytes / 1e6}
     violations = [c.violation(measured[c.name]) for c in constraints]
     stopped = m.get("stopped")
     if stopped:  # infeasible by rule: a positive violation even when no metric threshold is configured
@@ -340,13 +357,15 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     for name, v in zip(names, violations):
         trial.set_constraint(name, float(v))  # samplers learn the infeasible region from these
     timings = {"distill_s": m["train_seconds"], "evaluate_s": m["eval_seconds"],
-               "export_s": round(t_export, 2), "measure_s": round(t_measure, 2),
+               "export_s": round(t_export, 2), "variant_s": round(t_variant, 2), "measure_s": round(t_measure, 2),
                "build_and_io_s": round(t_distilled - t_start - m["train_seconds"] - m["eval_seconds"], 2),
                "total_s": round(time.perf_counter() - t_start, 2)}
     record = {
         "state": "stopped" if stopped else "complete", "feasible": feasible, "reason": stopped or "",
-        "metric": metric_name, "metrics": m["metrics"], "measures": {k: measured[k] for k in MEASURES},
-        "latency_p90_ms": lat["p90_ms"], "latency_method": lat, "onnx": str(exported.path),
+        "metric": metric_name, "metrics": metrics, "measures": {k: measured[k] for k in MEASURES},
+        "metric_source": metric_source, "precision": precision,
+        "pytorch_metrics": m["metrics"],
+        "latency_p90_ms": lat["p90_ms"], "latency_method": lat, "onnx": str(deployed), "onnx_fp32": str(exported.path),
         "onnx_max_abs_diff": exported.max_abs_diff, "timings": timings, "distill": to_dict(distill),
         "steps": m["steps"], "total_steps": m.get("total_steps", m["steps"]),
         "constraints": violations, "constraint_names": names,
@@ -498,6 +517,7 @@ def trial_record(t: FrozenTrial, objectives: list[str]) -> dict[str, Any]:
         "reason": ua.get("reason", ""), "retry_of": ua.get("retry_of"), "params_searched": t.params,
         "spec": ua.get("spec"), "distill": ua.get("distill"), "timings": ua.get("timings"),
         "steps": ua.get("steps"), "total_steps": ua.get("total_steps"), "dir": ua.get("dir"), "onnx": ua.get("onnx"),
+        "precision": ua.get("precision", "fp32"),
         "metrics": ua.get("metrics"), "latency_method": ua.get("latency_method"),
         "started": t.datetime_start.isoformat() if t.datetime_start else None,
         "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
@@ -548,8 +568,8 @@ def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
     tmp = fpath.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=str))
     tmp.replace(fpath)
-    cols = ["number", "state", "baseline", "feasible", "metric", "value", *MEASURES, "latency_p90_ms",
-            "distill_s", "evaluate_s", "export_s", "measure_s", "total_s", "steps", "total_steps",
+    cols = ["number", "state", "baseline", "feasible", "metric", "value", *MEASURES, "latency_p90_ms", "precision",
+            "distill_s", "evaluate_s", "export_s", "variant_s", "measure_s", "total_s", "steps", "total_steps",
             "reason", "params_searched", "dir"]
     tmp = cpath.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:

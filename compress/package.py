@@ -1,0 +1,141 @@
+"""`compress export` and `compress package`: deployable variants of a trial, and a BentoML model to serve.
+
+`export_variants(cfg, trial)` makes the fp32, optimised and int8 ONNX variants of one trial and re-measures
+each (metric on the eval set, latency with the search's protocol, size). `package(cfg, ...)` stores one variant
+of one trial (chosen by number or by a scenario, see compress.scenarios) in the local BentoML model store:
+model.onnx, config.json, tokenizer files and compress.json (task, labels, lengths, the no-answer threshold
+learnt on the eval set, and the measured figures with their methods). No pickled object is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, JobConfig, config_hash, from_mapping, load_config
+
+__all__ = ["DEFAULT_MODEL_NAME", "PackageError", "describe", "export_variants", "load_run_config", "package",
+           "resolve_trial"]
+
+DEFAULT_MODEL_NAME = "compress-model"  # what serve/service.py and bentofile.yaml serve unless told otherwise
+
+
+class PackageError(ValueError):
+    """The trial or scenario cannot be packaged; the message says why and what to pick instead."""
+
+
+def load_run_config(run: str | Path) -> JobConfig:
+    """The resolved config of a run directory (runs/<name>/config.json), or a YAML job config."""
+    path = Path(run)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        return load_config(path)
+    resolved = path / "config.json"
+    if not resolved.is_file():
+        raise ConfigError(f"{str(run)!r} is not a run directory (no config.json); give runs/<name> or the job's "
+                          "YAML config")
+    raw = json.loads(resolved.read_text())
+    return from_mapping(raw, config_path=raw.pop("config_path", None))
+
+
+def resolve_trial(cfg: JobConfig, trial: int | None = None, scenario: str | None = None,
+                  within: float = 1.0) -> dict[str, Any]:
+    """The trial record to package: by number, or the frontier point a scenario picks."""
+    from .scenarios import pick
+    from .study import open_study, trial_record, write_outputs
+
+    if (trial is None) == (scenario is None):
+        raise PackageError("give exactly one of --trial N or --pick SCENARIO")
+    study = open_study(cfg, create=False)
+    fpath, _ = write_outputs(cfg, study)
+    if scenario is not None:
+        rec = pick(json.loads(fpath.read_text()), scenario, within)
+        rec = {**rec, "scenario": scenario}
+    else:
+        objectives = study.user_attrs.get("objectives") or []
+        found = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
+        if not found:
+            raise PackageError(f"trial {trial} is not in study {study.study_name!r}; `compress status "
+                               f"{cfg.run_dir}` lists the trials")
+        rec = trial_record(found[0], objectives)
+    if rec["state"] not in ("complete", "stopped") or not rec.get("dir"):
+        raise PackageError(f"trial {rec['number']} is {rec['state']} ({rec.get('reason') or 'no result'}); "
+                           "pick a completed trial")
+    if not Path(rec["dir"], "onnx", "model.onnx").is_file():
+        raise PackageError(f"trial {rec['number']} has no ONNX export in {rec['dir']}/onnx; pick another trial")
+    return rec
+
+
+def _data(cfg: JobConfig, trial_dir: Path):
+    from .data import prepare_task_data
+    from .teacher import load_tokenizer
+
+    return prepare_task_data(cfg, load_tokenizer(str(trial_dir / "onnx")))
+
+
+def export_variants(cfg: JobConfig, rec: dict[str, Any], precisions, progress: bool = True,
+                    data=None) -> list[dict[str, Any]]:
+    """Make and re-measure the variants of one trial; rows also land in trials/<n>/variants.json."""
+    from .study import latency
+    from .variants import measure_variants
+
+    trial_dir = Path(rec["dir"])
+    data = data or _data(cfg, trial_dir)
+    return measure_variants(trial_dir, data, lambda p: latency(p, data.eval, cfg), precisions,
+                            threads=cfg.search.latency.threads, atol=cfg.search.export_atol, progress=progress)
+
+
+def package(cfg: JobConfig, trial: int | None = None, scenario: str | None = None, within: float = 1.0,
+            precision: str | None = None, name: str = DEFAULT_MODEL_NAME, progress: bool = True) -> dict[str, Any]:
+    """Store one trial's variant in the BentoML model store; returns {tag, meta, path}."""
+    import bentoml
+
+    from .variants import PRECISIONS
+
+    rec = resolve_trial(cfg, trial, scenario, within)
+    precision = precision or rec.get("precision") or "fp32"
+    if precision not in PRECISIONS:
+        raise PackageError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    data = _data(cfg, Path(rec["dir"]))
+    [row] = export_variants(cfg, rec, [precision], progress=progress, data=data)
+    metric = cfg.task.primary_metric
+    na_threshold = row["metrics"].get("na_threshold") if data.version_2 else None
+    labels = [data.id2label[i] for i in sorted(data.id2label)] if data.id2label else \
+        [str(i) for i in range(data.num_labels)] if cfg.task.type != "qa" else []
+    meta = {
+        "run": cfg.name, "trial": rec["number"], "scenario": rec.get("scenario"), "baseline": rec.get("baseline"),
+        "feasible": rec.get("feasible"), "precision": precision, "config_hash": config_hash(cfg),
+        "task": {"type": cfg.task.type, "text_columns": list(cfg.task.text_columns)},
+        "labels": labels, "version_2": data.version_2, "na_threshold": na_threshold,
+        "data": {"max_seq_length": cfg.data.max_seq_length, "doc_stride": cfg.data.doc_stride,
+                 "max_answer_length": data.max_answer_length, "n_best": data.n_best},
+        "metric": metric, "metric_value": row["metrics"].get(metric), "metrics": row["metrics"],
+        "metric_method": row["metric_method"], "params": rec.get("params"), "size_mb": row["size_mb"],
+        "latency_ms": row["latency_ms"], "latency_p90_ms": row["latency_p90_ms"],
+        "latency_method": row["latency_method"], "variant_method": row["method"],
+        "spec": rec.get("spec"), "packaged": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    flat = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) and v is not None}
+    flat["task"] = cfg.task.type
+    src = Path(row["dir"])
+    with bentoml.models.create(name, labels={"run": cfg.name, "trial": str(rec["number"]), "precision": precision,
+                                             "task": cfg.task.type}, metadata=flat) as bm:
+        for f in src.iterdir():
+            if f.is_file():
+                shutil.copy2(f, Path(bm.path) / f.name)
+        (Path(bm.path) / "compress.json").write_text(json.dumps(meta, indent=2, default=str))
+    return {"tag": str(bm.tag), "meta": meta, "path": str(bm.path)}
+
+
+def describe(meta: dict[str, Any]) -> str:
+    """One paragraph on a packaged model, for the command line."""
+    lat = meta["latency_method"]
+    seq = lat.get("seq_len")
+    return (f"trial {meta['trial']} ({meta['precision']}): {meta['metric']} {meta['metric_value']:.4f} on the eval "
+            f"set, {meta['params']:,} parameters, {meta['size_mb']:.1f} MB, {meta['latency_ms']:.2f} ms median "
+            f"(ONNX Runtime, batch {lat.get('batch_size')}, {'eval-set lengths' if seq == 'eval-lengths' else seq}, "
+            f"{lat.get('threads')} threads)" + (f"; no-answer threshold {meta['na_threshold']:.3f}"
+                                                 if meta.get("na_threshold") is not None else ""))
+

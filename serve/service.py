@@ -1,0 +1,150 @@
+"""The HTTP service for a packaged student: `bentoml serve serve.service:Compress` (or the built bento).
+
+Endpoints (JSON):
+- POST /classify  {"texts": ["a review", ...]}, or for a sentence-pair model {"texts": [["premise", "hypothesis"]]}
+                  -> [{"label", "label_id", "score", "scores": {label: probability}}] (regression: [{"value"}])
+- POST /answer    {"items": [{"question": "...", "context": "..."}]}
+                  -> [{"answer", "start", "end", "no_answer", "score", "null_odds", "threshold"}]; start/end are
+                     character offsets in the context; contexts longer than the model reads are covered by
+                     sliding windows; "no_answer" when null_odds is above the threshold learnt on the eval set
+- GET /healthz, /livez, /readyz, /metrics (Prometheus)
+
+Both endpoints batch adaptively across requests (BentoML's dispatcher). Bad input gets 400 with
+{"error": "<field>: <what is wrong and what to send>", "field", "detail"}; a body over the limit gets 413.
+
+Settings (environment variables, read at start):
+  COMPRESS_MODEL            BentoML model tag to serve (default compress-model:latest, what `compress package` stores)
+  COMPRESS_BATCHING         1 (default) or 0: adaptive batching on or off
+  COMPRESS_MAX_BATCH_SIZE   most inputs per model call when batching (default 32)
+  COMPRESS_MAX_LATENCY_MS   the dispatcher's latency budget per request; requests it cannot fit get 503 (default 10000)
+  COMPRESS_MAX_ITEMS        most inputs in one request (default 256)
+  COMPRESS_MAX_BODY_BYTES   largest request body (default 1048576); more gets 413
+  COMPRESS_THREADS          ONNX Runtime intra-op threads (default 2)
+  COMPRESS_HOST             address to bind (default 127.0.0.1; `bentoml serve --host` overrides)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Any
+
+import bentoml
+from pydantic import AfterValidator, BaseModel, Field
+
+from serve.middleware import BodyLimitAndErrors
+from serve.runtime import InputError, ModelRuntime, load_runtime
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise RuntimeError(f"{name}={raw!r} is not a whole number; unset it or give e.g. {default}") from None
+    if value < 1:
+        raise RuntimeError(f"{name}={value}: must be at least 1")
+    return value
+
+
+MODEL_TAG = os.environ.get("COMPRESS_MODEL", "compress-model:latest")
+BATCHING = os.environ.get("COMPRESS_BATCHING", "1").lower() not in ("0", "false", "no", "off")
+MAX_BATCH_SIZE = _env_int("COMPRESS_MAX_BATCH_SIZE", 32)
+MAX_LATENCY_MS = _env_int("COMPRESS_MAX_LATENCY_MS", 10000)
+MAX_ITEMS = _env_int("COMPRESS_MAX_ITEMS", 256)
+MAX_BODY_BYTES = _env_int("COMPRESS_MAX_BODY_BYTES", 1 << 20)
+THREADS = _env_int("COMPRESS_THREADS", 2)
+HOST = os.environ.get("COMPRESS_HOST", "127.0.0.1")
+
+_RUNTIME: ModelRuntime | None = None  # set when the service starts; input validators read the model's task
+
+
+def _runtime() -> ModelRuntime:
+    if _RUNTIME is None:
+        raise ValueError("the model is still loading; retry when /readyz answers 200")
+    return _RUNTIME
+
+
+def _check_texts(texts: list[Any]) -> list[Any]:
+    rt = _runtime()
+    try:
+        return [rt.check_text(f"texts[{i}]", t) for i, t in enumerate(texts)]
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class QAItem(BaseModel):
+    question: str
+    context: str
+
+
+def _check_items(items: list[QAItem]) -> list[QAItem]:
+    rt = _runtime()
+    try:
+        for i, it in enumerate(items):
+            rt.check_question(f"items[{i}]", it.question, it.context)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    return items
+
+
+Texts = Annotated[list[Any], Field(min_length=1, max_length=MAX_ITEMS), AfterValidator(_check_texts)]
+Items = Annotated[list[QAItem], Field(min_length=1, max_length=MAX_ITEMS), AfterValidator(_check_items)]
+
+MODEL_INFO = bentoml.metrics.Gauge(
+    name="compress_model_info",
+    documentation="The served model (value 1): name, run, trial, parameters, metric and precision",
+    labelnames=["model", "run", "trial", "task", "params", "metric", "metric_value", "precision", "latency_ms"],
+)
+INFERENCE_SECONDS = bentoml.metrics.Histogram(
+    name="compress_inference_seconds",
+    documentation="Model time per batch (tokenise, ONNX Runtime, decode)",
+    labelnames=["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+BATCH_ITEMS = bentoml.metrics.Histogram(
+    name="compress_batch_items",
+    documentation="Inputs per model call (texts or questions; requests are batched together)",
+    labelnames=["endpoint"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+
+@bentoml.service(name="compress", http={"host": HOST}, traffic={"timeout": 120}, workers=1)
+class Compress:
+    model = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        global _RUNTIME
+        stored = self.model
+        self.runtime = load_runtime(stored.path, threads=THREADS)
+        _RUNTIME = self.runtime
+        meta = self.runtime.meta
+        MODEL_INFO.labels(
+            model=str(stored.tag), run=str(meta.get("run")), trial=str(meta.get("trial")), task=self.runtime.task,
+            params=str(meta.get("params")), metric=str(meta.get("metric")),
+            metric_value=f"{meta.get('metric_value', float('nan')):.6g}", precision=str(meta.get("precision")),
+            latency_ms=f"{meta.get('latency_ms', float('nan')):.4g}",
+        ).set(1)
+
+    def __is_ready__(self) -> bool:
+        return _RUNTIME is not None
+
+    @bentoml.api(route="/classify", batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    def classify(self, texts: Texts) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        out = self.runtime.classify(texts)
+        INFERENCE_SECONDS.labels(endpoint="/classify").observe(time.perf_counter() - t0)
+        BATCH_ITEMS.labels(endpoint="/classify").observe(len(texts))
+        return out
+
+    @bentoml.api(route="/answer", batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    def answer(self, items: Items) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        out = self.runtime.answer([(it.question, it.context) for it in items])
+        INFERENCE_SECONDS.labels(endpoint="/answer").observe(time.perf_counter() - t0)
+        BATCH_ITEMS.labels(endpoint="/answer").observe(len(items))
+        return out
+
+
+Compress.add_asgi_middleware(BodyLimitAndErrors, max_body_bytes=MAX_BODY_BYTES)
