@@ -94,19 +94,7 @@ def evaluate_model(model: nn.Module, data: TaskData, split: Split | None = None,
 # ----------------------------------------------------------------------------------------------
 # ONNX Runtime: the deployed artifact, scored by the same code
 
-
-def onnx_session(onnx_path, threads: int = 2, graph_optimization: str = "all"):
-    """An ONNX Runtime CPU session with `threads` intra-op threads, as the latency protocol and the server use."""
-    import onnxruntime as ort
-
-    from .measure import GRAPH_OPTIMIZATION
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+from .onnxrt import onnx_session  # noqa: E402  (re-exported)
 
 
 def predict_onnx(session, split: Split, task_type: str = "classification", batch_size: int = 64,

@@ -22,12 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["eval_length_batches", "latency_summary", "onnx_latency", "onnx_size", "torch_latency"]
 
-GRAPH_OPTIMIZATION = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+from .onnxrt import GRAPH_OPTIMIZATION, onnx_session
 
 
 def latency_summary(times_s: list[float]) -> dict[str, float]:
@@ -97,12 +92,7 @@ def onnx_latency(onnx_path: str | Path, batch_size: int = 1, seq_len: int | None
     if threads < 1 or warmup < 0 or repeats < 1:
         raise ValueError(f"threads={threads}, warmup={warmup}, repeats={repeats}: need threads >= 1, "
                          "warmup >= 0 and repeats >= 1")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1  # one operator at a time: BERT's graph is a chain, parallel ops only add noise
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(onnx_path, threads, graph_optimization)
     feeds = [i.name for i in session.get_inputs()]
 
     if inputs is None:

@@ -199,7 +199,13 @@ class SearchSpace:
             **{k: getattr(student_defaults, k) for k in ("hidden_dropout", "attention_dropout", "classifier_dropout")},
         }
         fixed = self.fixed_values()
-        return {name: base.get(name, fixed.get(name)) for name in self.params}
+        values = {name: base.get(name, fixed.get(name)) for name in self.params}
+        for name, p in self.params.items():
+            # A categorical the baseline's value is not among (e.g. precision: [int8]) takes its first choice:
+            # Optuna refuses any other value for a categorical parameter.
+            if p.type == "categorical" and values[name] not in p.choices:
+                values[name] = p.choices[0]
+        return values
 
     # ------------------------------------------------------------------ values -> settings
 

@@ -1,0 +1,355 @@
+"""The packaged service through a real `bentoml serve` on 127.0.0.1: answers equal offline evaluation, bad
+requests get their status and message, /metrics parses and moves; and a built bento serves.
+
+Two tiny studies (classification with precision searched over fp32/int8, and SQuAD 2.0 QA with contexts longer
+than one window) are run once, packaged with `compress package` into a temporary BentoML home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compress.config import from_mapping
+from compress.pipeline import finetune_teacher
+from compress.study import run_worker
+from tests.conftest import ROOT, job_config, write_sentiment_tsv, write_squad
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cfg(tmp: Path, base: str, kind: str, teacher: str | None = None):
+    if kind == "qa":
+        train, dev = write_squad(tmp / "train.json"), write_squad(tmp / "dev.json")
+        raw = job_config(tmp, {"type": "qa"}, str(train), str(dev), teacher or base)
+        raw["data"].update(max_seq_length=32, doc_stride=8)
+        space = {"num_layers": {"type": "int", "low": 1, "high": 2}}
+    else:
+        train = write_sentiment_tsv(tmp / "train.tsv", 48, seed=1, labels=("neg", "pos"))
+        dev = write_sentiment_tsv(tmp / "dev.tsv", 24, seed=2, labels=("neg", "pos"))
+        raw = job_config(tmp, {"type": "classification", "labels": ["neg", "pos"]}, str(train), str(dev),
+                         teacher or base)
+        space = {"num_layers": {"type": "int", "low": 1, "high": 2},
+                 "precision": {"type": "categorical", "choices": ["int8"]}}
+    raw["name"] = f"serve-{kind}"
+    raw["distill"]["train"] = {"max_steps": 4, "batch_size": 8, "eval_every": 2}
+    raw["student"] = {}
+    raw["search"] = {"n_trials": 2, "sampler": "random", "seed": 0, "space": space,
+                     "objectives": ["metric", "params", "latency_ms"],
+                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3}}
+    return from_mapping(raw)
+
+
+def _package(run_dir: Path, home: Path, trial: int, *extra: str) -> dict:
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    out = subprocess.run([str(BIN / "compress"), "package", str(run_dir), "--trial", str(trial), *extra],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    tag = next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("packaged "))
+    name, version = tag.split(":")
+    folder = home / "models" / name / version
+    return {"tag": tag, "stdout": out.stdout, "folder": folder, "meta": json.loads((folder / "compress.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory, tiny_base):
+    """Both tiny runs, searched and packaged (trial 1 of each: the non-baseline trial)."""
+    home = tmp_path_factory.mktemp("bentoml-home")
+    out = {"home": home}
+    for kind in ("classification", "qa"):
+        tmp = tmp_path_factory.mktemp(kind)
+        teacher = str(finetune_teacher(_cfg(tmp, tiny_base, kind), progress=False))
+        cfg = _cfg(tmp, tiny_base, kind, teacher)
+        run_worker(cfg, progress=False)
+        out[kind] = {"cfg": cfg, **_package(cfg.run_dir, home, 1)}
+    return out
+
+
+class Server:
+    def __init__(self, home: Path, target: str, env: dict[str, str] | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = home / f"serve-{self.port}.log"
+        # NOTE: `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it starts, so two servers on
+        # one home break each other's metrics. Each server gets its own home sharing the model and bento stores.
+        own = home / f"home-{self.port}"
+        own.mkdir()
+        for store in ("models", "bentos"):
+            (home / store).mkdir(exist_ok=True)
+            (own / store).symlink_to(home / store)
+        full_env = {**os.environ, "BENTOML_HOME": str(own), "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+        self.proc = subprocess.Popen([str(BIN / "bentoml"), "serve", target, "--port", str(self.port)],
+                                     cwd=ROOT, env=full_env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited: {self.log.read_text()[-3000:]}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"bentoml serve did not become ready: {self.log.read_text()[-3000:]}")
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def post(self, path: str, body, raw: bytes | None = None, content_type: str = "application/json"):
+        data = raw if raw is not None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method="POST", headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            text = e.read().decode()
+            try:
+                return e.code, json.loads(text)
+            except ValueError:
+                return e.code, text
+
+    def stop(self) -> None:
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _offline(entry: dict):
+    """The packaged ONNX file scored by offline evaluation (as the search and `compress package` do)."""
+    from compress.data import prepare_task_data
+    from compress.inference import evaluate_onnx
+    from compress.teacher import load_tokenizer
+
+    cfg = entry["cfg"]
+    data = prepare_task_data(cfg, load_tokenizer(str(entry["folder"])))
+    thr = entry["meta"]["na_threshold"]
+    metrics, preds = evaluate_onnx(entry["folder"] / "model.onnx", data, threads=1,
+                                   na_threshold=thr if thr is not None else 0.0)
+    return data, metrics, preds
+
+
+@pytest.fixture(scope="module")
+def servers(packaged):
+    started = {}
+    try:
+        for kind in ("classification", "qa"):
+            started[kind] = Server(packaged["home"], "serve.service:Compress",
+                                   {"COMPRESS_MODEL": packaged[kind]["tag"], "COMPRESS_MAX_BODY_BYTES": "20000",
+                                    "COMPRESS_THREADS": "1"})
+        yield started
+    finally:
+        for s in started.values():
+            s.stop()
+
+
+# ------------------------------------------------------------------ packaging
+
+
+def test_package_holds_only_onnx_json_and_tokenizer_files(packaged):
+    for kind in ("classification", "qa"):
+        entry = packaged[kind]
+        names = {p.name for p in entry["folder"].iterdir()}
+        assert {"model.onnx", "config.json", "tokenizer.json", "compress.json", "model.yaml"} <= names
+        assert not [n for n in names if n.endswith((".pkl", ".pickle", ".bin", ".pt"))], names
+        meta = entry["meta"]
+        for key in ("metric", "metric_value", "params", "latency_ms", "precision", "config_hash", "run", "trial"):
+            assert meta[key] is not None, key
+        assert "curl" in entry["stdout"] and "bentoml serve" in entry["stdout"]
+    assert packaged["classification"]["meta"]["precision"] == "int8"  # the searched precision is the default
+    assert packaged["classification"]["meta"]["labels"] == ["neg", "pos"]
+    qa = packaged["qa"]["meta"]
+    assert qa["version_2"] is True and isinstance(qa["na_threshold"], float)
+
+
+def test_packaged_metric_is_measured_on_the_packaged_file(packaged):
+    for kind in ("classification", "qa"):
+        entry = packaged[kind]
+        _, metrics, _ = _offline(entry)
+        assert metrics[entry["meta"]["metric"]] == pytest.approx(entry["meta"]["metric_value"])
+
+
+def test_package_refuses_an_unknown_trial(packaged):
+    env = {**os.environ, "BENTOML_HOME": str(packaged["home"])}
+    out = subprocess.run([str(BIN / "compress"), "package", str(packaged["qa"]["cfg"].run_dir), "--trial", "99"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and "trial 99 is not in study" in out.stderr
+
+
+# ------------------------------------------------------------------ the service
+
+
+def test_binds_loopback_by_default(servers):
+    for s in servers.values():
+        assert f"listening on http://127.0.0.1:{s.port}" in s.log.read_text()
+
+
+def test_classify_equals_offline_predictions(packaged, servers):
+    data, _, preds = _offline(packaged["classification"])
+    texts = [ex.texts[0] for ex in data.eval.examples]
+    status, body = servers["classification"].post("/classify", {"texts": texts})
+    assert status == 200 and len(body) == len(texts)
+    assert [r["label_id"] for r in body] == preds
+    assert all(r["label"] == ["neg", "pos"][r["label_id"]] for r in body)
+    assert all(abs(sum(r["scores"].values()) - 1) < 1e-6 for r in body)
+
+
+def test_answer_equals_offline_predictions_with_sliding_windows(packaged, servers):
+    data, _, preds = _offline(packaged["qa"])
+    thr = packaged["qa"]["meta"]["na_threshold"]
+    examples = data.eval.examples
+    assert len(data.eval) > len(examples)  # contexts longer than one window
+    items = [{"question": ex.question, "context": ex.context} for ex in examples]
+    status, body = servers["qa"].post("/answer", {"items": items})
+    assert status == 200 and len(body) == len(items)
+    for got, p, ex in zip(body, preds, examples):
+        want = p.answer(thr)
+        assert got["answer"] == want
+        assert got["no_answer"] == (want == "")
+        if want:
+            assert (got["start"], got["end"]) == (p.start, p.end)
+            assert ex.context[got["start"]:got["end"]] == got["answer"]
+        assert got["threshold"] == pytest.approx(thr)
+
+
+def test_concurrent_requests_get_their_own_answers(packaged, servers):
+    data, _, preds = _offline(packaged["classification"])
+    texts = [ex.texts[0] for ex in data.eval.examples]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda t: servers["classification"].post("/classify", {"texts": [t]}), texts))
+    assert [r[1][0]["label_id"] for r in results] == preds
+
+
+BAD = [
+    ("classification", "/classify", {"texts": ["fine", "   "]}, 400, "texts[1]: is empty"),
+    ("classification", "/classify", {"text": ["fine"]}, 400, "texts: is required"),
+    ("classification", "/classify", {"texts": "fine"}, 400, "texts: Input should be a valid"),
+    ("classification", "/classify", {"texts": [3]}, 400, "texts[0]: expected a string, got int"),
+    ("classification", "/classify", {"texts": []}, 400, "texts: List should have at least 1 item"),
+    ("classification", "/classify", {"texts": [["a", "b"]]}, 400, "texts[0]: this model classifies single texts"),
+    ("classification", "/answer", {"items": [{"question": "q", "context": "c"}]}, 400, "POST {\"texts\": [...]} to /classify"),
+    ("qa", "/answer", {"items": [{"question": "who?"}]}, 400, "items[0].context: is required"),
+    ("qa", "/answer", {"items": [{"question": "", "context": "some text"}]}, 400, "items[0].question: is empty"),
+    ("qa", "/answer", {"items": [{"question": 7, "context": "some text"}]}, 400, "items[0].question"),
+    ("qa", "/answer", {"items": [{"question": "why " * 40, "context": "c"}]}, 400, "items[0].question: the question is"),
+    ("qa", "/classify", {"texts": ["x"]}, 400, "POST {question, context} items to /answer"),
+]
+
+
+@pytest.mark.parametrize("kind,path,body,status,message", BAD, ids=[b[4][:30] for b in BAD])
+def test_bad_requests_get_status_and_message(servers, kind, path, body, status, message):
+    got, payload = servers[kind].post(path, body)
+    assert got == status, payload
+    assert message in payload["error"], payload
+
+
+def test_malformed_json_oversized_body_and_wrong_content_type(servers):
+    s = servers["classification"]
+    status, payload = s.post("/classify", None, raw=b'{"texts": [oops')
+    assert status == 400 and payload["error"].startswith("body: is not valid JSON")
+    status, payload = s.post("/classify", None, raw=json.dumps({"texts": ["a" * 30000]}).encode())
+    assert status == 413 and "over the limit of 20000 bytes" in payload["error"]
+    status, payload = s.post("/classify", None, raw=b"plain words", content_type="text/plain")
+    assert status == 400 and "body" in payload["error"]
+
+
+def _metrics(server: Server) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = server.get("/metrics")
+    assert status == 200
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _sample(families: dict, family: str, sample_name: str, **labels) -> float:
+    fam = families.get(family)
+    if fam is None:
+        return 0.0
+    return sum(s.value for s in fam.samples if s.name == sample_name
+               and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_parse_and_move(servers):
+    s = servers["classification"]
+    before = _metrics(s)
+    ok = _sample(before, "bentoml_service_request", "bentoml_service_request_total", endpoint="/classify",
+                 http_response_code="200")
+    bad = _sample(before, "bentoml_service_request", "bentoml_service_request_total", endpoint="/classify",
+                  http_response_code="400")
+    for _ in range(3):
+        assert s.post("/classify", {"texts": ["good movie", "bad movie"]})[0] == 200
+    assert s.post("/classify", {"texts": [""]})[0] == 400
+    after = _metrics(s)
+    assert _sample(after, "bentoml_service_request", "bentoml_service_request_total", endpoint="/classify",
+                   http_response_code="200") == ok + 3
+    assert _sample(after, "bentoml_service_request", "bentoml_service_request_total", endpoint="/classify",
+                   http_response_code="400") == bad + 1
+    assert _sample(after, "bentoml_service_request_duration_seconds", "bentoml_service_request_duration_seconds_count",
+                   endpoint="/classify") >= ok + bad + 4
+    assert _sample(after, "bentoml_service_adaptive_batch_size", "bentoml_service_adaptive_batch_size_count",
+                   method_name="classify") >= 3
+    assert _sample(after, "compress_batch_items", "compress_batch_items_sum", endpoint="/classify") >= 6
+    info = [x for x in after["compress_model_info"].samples if x.value == 1]
+    assert info and info[0].labels["precision"] == "int8" and info[0].labels["metric"] == "accuracy"
+    assert int(info[0].labels["params"]) > 0
+
+
+def test_health_endpoints(servers):
+    for s in servers.values():
+        assert s.get("/healthz")[0] == 200 and s.get("/readyz")[0] == 200
+
+
+# ------------------------------------------------------------------ the bento
+
+
+def test_bentoml_build_and_serve_the_bento(packaged):
+    env = {**os.environ, "BENTOML_HOME": str(packaged["home"]), "BENTOML_DO_NOT_TRACK": "true",
+           "COMPRESS_MODEL": packaged["classification"]["tag"]}
+    out = subprocess.run([str(BIN / "bentoml"), "build", "--output", "tag"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    tag = out.stdout.strip().splitlines()[-1].replace("__tag__:", "")
+    assert tag.startswith("compress:")
+    bento = json.dumps(__import__("yaml").safe_load(
+        (packaged["home"] / "bentos" / "compress" / tag.split(":")[1] / "bento.yaml").read_text()))
+    assert packaged["classification"]["tag"] in bento
+    server = Server(packaged["home"], tag, {"COMPRESS_MODEL": packaged["classification"]["tag"]})
+    try:
+        status, body = server.post("/classify", {"texts": ["the movie was great"]})
+        assert status == 200 and body[0]["label"] in ("neg", "pos")
+    finally:
+        server.stop()
+
+
+def test_int8_variant_is_smaller_than_fp32(packaged):
+    folder = packaged["classification"]["folder"]
+    meta = packaged["classification"]["meta"]
+    fp32 = Path(packaged["classification"]["cfg"].run_dir, "trials", "1", "onnx", "model.onnx")
+    assert (folder / "model.onnx").stat().st_size < 0.6 * fp32.stat().st_size
+    assert np.isfinite(meta["latency_ms"])
