@@ -83,6 +83,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     write_outputs(cfg, open_study(cfg, create=False))
     _cmd_status(argparse.Namespace(run=str(cfg.run_dir), json=False))
     print(f"outputs: {cfg.run_dir}/frontier.json, {cfg.run_dir}/trials.csv, {cfg.run_dir}/trials/<n>/")
+    from .package import describe, package
+
+    res = package(cfg, scenario="knee", progress=False)
+    print(f"packaged the frontier's knee as {res['tag']} (BentoML model store): {describe(res['meta'])}")
+    _print_serve_help(res)
     return 0
 
 

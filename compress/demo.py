@@ -88,6 +88,7 @@ def demo_config(output_dir: str = "runs") -> Path:
                 "intermediate_size": {"type": "categorical", "choices": [384, 768, 1536]},
                 "alpha_ce": {"type": "float", "low": 0.5, "high": 1.0},
                 "learning_rate": {"type": "logfloat", "low": 5e-5, "high": 5e-4},
+                "precision": {"type": "categorical", "choices": ["fp32", "int8"]},
             },
             "latency": {"batch_size": 1, "seq_len": "eval", "threads": 2, "warmup": 5, "repeats": 30},
         },
