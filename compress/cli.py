@@ -193,6 +193,28 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    cfg = _load_run_config(args.run)
+    html_path, md_path = build_report(cfg, args.out)
+    print(f"report: {html_path} (open in a browser; works offline) and {md_path} (plots in "
+          f"{md_path.parent / 'report_files'})")
+    return 0
+
+
+def _cmd_trials(args: argparse.Namespace) -> int:
+    from .query import filter_trials, format_trials
+    from .study import open_study, trial_record
+
+    cfg = _load_run_config(args.run)
+    study = open_study(cfg, create=False)
+    objectives = study.user_attrs.get("objectives") or []
+    recs = [trial_record(t, objectives) for t in study.get_trials(deepcopy=False)]
+    print(format_trials(filter_trials(recs, args.where, args.sort, args.desc), args.format))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compress", description="Distil a fine-tuned BERT-family teacher into smaller students.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -242,6 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "what the service serves by default)")
             e.set_defaults(func=_cmd_package)
 
+    r = sub.add_parser("report", help="write RUN/report.html and report.md: Pareto plots, scenarios, importance, curves")
+    r.add_argument("run", help="run directory (runs/<name>) or the job's YAML config")
+    r.add_argument("--out", help="folder for report.html, report.md and report_files/ (default: the run directory)")
+    r.set_defaults(func=_cmd_report)
+
+    q = sub.add_parser("trials", help="filtered, sorted table of trials, e.g. --where 'accuracy > 0.85 and params < 15e6'")
+    q.add_argument("run", help="run directory (runs/<name>) or the job's YAML config")
+    q.add_argument("--where", help="filter expression over trial fields, metrics and searched parameters")
+    q.add_argument("--sort", help="field to sort by (e.g. latency_ms, accuracy, params)")
+    q.add_argument("--desc", action="store_true", help="sort descending")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.set_defaults(func=_cmd_trials)
+
     m = sub.add_parser("demo", help="the embedded default job on generated data (no data of yours needed)")
     m.add_argument("--output-dir", default="runs", help="where runs/demo goes")
     m.set_defaults(func=_cmd_demo)
@@ -261,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .distill import TrainingDiverged
     from .package import PackageError
+    from .query import QueryError
     from .scenarios import ScenarioError
     from .study import SearchError
     from .teacher import TeacherError
@@ -271,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, TeacherError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (PackageError, ScenarioError, VariantError) as exc:
+    except (PackageError, ScenarioError, VariantError, QueryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SearchError as exc:

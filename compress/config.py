@@ -278,6 +278,21 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """What `compress report` shows beyond the study itself."""
+
+    within_points: float = 1.0  # scenario "fastest within X points of the teacher's metric"
+    curves_of: tuple[int, ...] = ()  # trials whose training curves to plot; () plots the scenario picks
+    mostly_correct_f1: float = 0.5  # QA error analysis: F1 at or above this (but not exact) is "mostly correct"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.within_points) and self.within_points >= 0):
+            raise _fail("report.within_points", self.within_points, "must be a finite number >= 0 (metric points)")
+        if not 0.0 < self.mostly_correct_f1 < 1.0:
+            raise _fail("report.mostly_correct_f1", self.mostly_correct_f1, "must be between 0 and 1")
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """One job: a teacher, a task and its data, and how to distill students from it."""
 
@@ -288,6 +303,7 @@ class JobConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     student: dict[str, Any] = field(default_factory=dict)  # default StudentSpec fields for `compress distill`
     search: SearchConfig = field(default_factory=SearchConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     output_dir: str = "runs"
     threads: int | None = None  # torch CPU threads; None uses every core
     config_path: str | None = None  # where the YAML came from; relative data paths may be relative to it
