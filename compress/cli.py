@@ -53,6 +53,49 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agora(args: argparse.Namespace) -> int:
+    from .agora import run_agora
+    from .config import load_config
+    from .pipeline import load_context
+
+    cfg = load_config(args.config)
+    ctx = load_context(cfg)
+    spec = _student_spec(cfg, args.student, ctx.teacher.config.num_hidden_layers)
+    out = Path(args.out) if args.out else cfg.run_dir / "students" / f"{spec.tag()}-agora"
+    res = run_agora(ctx, spec, out)
+    metric = cfg.task.primary_metric
+    print(f"agora stopped: {res.stopped}")
+    print(f"  {'iter':>4} {'rows':>7} {'kept':>12} {metric:>10} {'teacher':>8} {'gap pt':>7}")
+    for row in res.table:
+        print(f"  {row['iteration']:>4} {row['train_rows']:>7} {str(row['thetas_kept']):>12} {row[metric]:>10.4f} "
+              f"{row['teacher']:>8.4f} {row['gap_points']:>7.2f}")
+    print(f"convergent θ: {res.theta}; student saved in {out} (agora.json has the table)")
+    return 0
+
+
+def _cmd_fptas(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .config import load_config
+    from .fptas import W_DEFINITION, run_fptas
+
+    cfg = load_config(args.config)
+    if args.top_k is not None or args.steps is not None:
+        cfg = dataclasses.replace(cfg, fptas=dataclasses.replace(
+            cfg.fptas, **{k: v for k, v in (("top_k", args.top_k), ("steps", args.steps)) if v is not None}))
+    res = run_fptas(cfg)
+    print(f"W-coefficient: {W_DEFINITION}")
+    print(f"  {'rank':>4} {'W':>8} {'params':>12} {'ms':>7} {'error':>7}  depth heads hidden FFN")
+    for r in res["ranking"]:
+        print(f"  {r['rank']:>4} {r['W']:>8.3f} {r['params']:>12,} {r['inference_ms']:>7.3f} "
+              f"{r['surrogate_error']:>7.4f}  {r['depth']:>5} {r['heads']:>5} {r['hidden']:>6} {r['intermediate']:>4}")
+    for d in res["distilled"]:
+        print(f"distilled {d['candidate']} (rank {d['rank']}): {d['metric']} {d['value']:.4f}, {d['params']:,} params, "
+              f"{d['latency_ms']:.2f} ms -> {d['dir']}")
+    print(f"written: {cfg.run_dir / 'fptas' / 'ranking.json'} and ranking.md")
+    return 0
+
+
 def _print_student(m: dict, out: Path) -> None:
     t = m["teacher"]
     print(f"student {out.name}: {m['metric']} = {m['value']:.4f} (teacher {t['metric']:.4f}), "
@@ -263,6 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--name", default="compress-model", help="BentoML model name (default compress-model, "
                                                                     "what the service serves by default)")
             e.set_defaults(func=_cmd_package)
+
+    a = sub.add_parser("agora", help="Agora fine-tuning of one student (teacher-labelled new examples from its errors)")
+    a.add_argument("config", help="YAML job config (agora: section for Θ, ν and the budget)")
+    a.add_argument("--student", metavar="SPEC.json", help="student spec (default: the config's student: section)")
+    a.add_argument("--out", metavar="DIR", help="output folder (default: RUN/students/<tag>-agora)")
+    a.set_defaults(func=_cmd_agora)
+
+    f = sub.add_parser("fptas", help="rank candidate architectures by the W-coefficient; distill the top k")
+    f.add_argument("config", help="YAML job config (fptas: section for the grid)")
+    f.add_argument("--top-k", type=int, help="candidates to distill fully (default: fptas.top_k)")
+    f.add_argument("--steps", type=int, help="surrogate-training steps per candidate (default: fptas.steps)")
+    f.set_defaults(func=_cmd_fptas)
 
     r = sub.add_parser("report", help="write RUN/report.html and report.md: Pareto plots, scenarios, importance, curves")
     r.add_argument("run", help="run directory (runs/<name>) or the job's YAML config")

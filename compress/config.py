@@ -278,6 +278,79 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class ThetaConfig:
+    """One Agora hyperparameter set θ."""
+
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_proportion: float = 0.1  # share of the run's steps spent warming up
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.learning_rate > 0 and self.weight_decay >= 0 and 0 <= self.warmup_proportion < 1):
+            raise _fail("agora.thetas[]", (self.learning_rate, self.weight_decay, self.warmup_proportion),
+                        "need learning_rate > 0, weight_decay >= 0 and 0 <= warmup_proportion < 1")
+
+
+def _default_thetas() -> tuple[ThetaConfig, ...]:
+    return (ThetaConfig(1e-4, 0.01, 0.1, 0), ThetaConfig(3e-4, 0.01, 0.1, 0), ThetaConfig(1e-4, 0.0, 0.0, 1),
+            ThetaConfig(3e-4, 0.0, 0.1, 1))
+
+
+@dataclass(frozen=True)
+class AgoraConfig:
+    """Agora fine-tuning (compress/agora.py): Θ, ν, the stopping rule and the budget."""
+
+    thetas: tuple[ThetaConfig, ...] = field(default_factory=_default_thetas)
+    keep: float = 0.5  # share of Θ kept after each iteration (at least one set)
+    epsilon: float = 1.0  # stop when the student is within this many points of the teacher on validation
+    max_iterations: int = 4
+    max_train_rows: int | None = None  # stop growing the training set beyond this
+    max_seconds: float | None = None  # stop starting iterations after this much wall time
+    per_error: int = 2  # new examples made from each example the student gets wrong
+    transforms: tuple[str, ...] = ("delete", "swap", "neighbour")
+    neighbours: int = 10  # nearest words in the teacher's embedding space a substitution picks from
+    replay: int = 0  # extra passes of ν over the same errors in each iteration (more new examples)
+    mistakes_from: Literal["validation", "train"] = "validation"  # where the errors are taken from
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.thetas:
+            raise _fail("agora.thetas", [], "give at least one hyperparameter set")
+        if not 0 < self.keep <= 1:
+            raise _fail("agora.keep", self.keep, "must be in (0, 1]")
+        if self.epsilon < 0 or self.max_iterations < 1 or self.per_error < 1 or self.replay < 0:
+            raise _fail("agora.epsilon/max_iterations/per_error/replay",
+                        (self.epsilon, self.max_iterations, self.per_error, self.replay),
+                        "need epsilon >= 0, max_iterations >= 1, per_error >= 1, replay >= 0")
+
+
+@dataclass(frozen=True)
+class FptasConfig:
+    """`compress fptas`: the candidate grid, how long each trains on the surrogate error, how many go on."""
+
+    depths: tuple[int, ...] = (2, 3, 4)
+    heads: tuple[int, ...] = (4, 8)
+    hidden_sizes: tuple[int, ...] = (256, 384)  # each must be divisible by each head count it is paired with
+    intermediate_sizes: tuple[int, ...] = (768, 1536)
+    steps: int = 150  # optimiser steps per candidate on the surrogate error (KL to the maximum point, T = 1)
+    eval_rows: int = 500  # held-out eval rows the surrogate error is measured on
+    alpha: float = 1.0  # W-coefficient: how strongly relative error counts against size and speed
+    top_k: int = 1  # best candidates handed to full distillation
+
+    def __post_init__(self) -> None:
+        for key in ("depths", "heads", "hidden_sizes", "intermediate_sizes"):
+            values = getattr(self, key)
+            if not values or any(v < 1 for v in values):
+                raise _fail(f"fptas.{key}", list(values), "give a non-empty list of positive whole numbers")
+        if self.steps < 1 or self.eval_rows < 1 or self.top_k < 0:
+            raise _fail("fptas.steps/eval_rows/top_k", (self.steps, self.eval_rows, self.top_k),
+                        "steps and eval_rows must be >= 1, top_k >= 0")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise _fail("fptas.alpha", self.alpha, "must be a positive number")
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """What `compress report` shows beyond the study itself."""
 
@@ -304,6 +377,9 @@ class JobConfig:
     student: dict[str, Any] = field(default_factory=dict)  # default StudentSpec fields for `compress distill`
     search: SearchConfig = field(default_factory=SearchConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    fptas: FptasConfig = field(default_factory=FptasConfig)
+    agora: AgoraConfig = field(default_factory=AgoraConfig)
+    finetune: Literal["distill", "agora"] = "distill"  # how a student (and each search trial) is trained
     output_dir: str = "runs"
     threads: int | None = None  # torch CPU threads; None uses every core
     config_path: str | None = None  # where the YAML came from; relative data paths may be relative to it

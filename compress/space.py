@@ -19,12 +19,12 @@ from .student import StudentSpec, configured_spec_fields, teacher_layers
 __all__ = ["ParamSpec", "SearchSpace", "SearchSpaceError", "SPEC_PARAMS", "DISTILL_PARAMS", "TRAIN_PARAMS",
            "EXPORT_PARAMS"]
 
-SPEC_PARAMS = ("num_layers", "heads", "intermediate_size", "hidden_dropout", "attention_dropout",
+SPEC_PARAMS = ("num_layers", "heads", "intermediate_size", "hidden_size", "hidden_dropout", "attention_dropout",
                "classifier_dropout", "pruning_seed", "head_pruning", "layer_selection", "init")
 DISTILL_PARAMS = ("alpha_ce", "temperature", "alpha_hidden")  # alpha_task follows as 1 - alpha_ce
 TRAIN_PARAMS = ("learning_rate", "warmup_steps", "epochs", "max_steps", "batch_size", "weight_decay")
 EXPORT_PARAMS = ("precision",)  # which ONNX variant the trial deploys: fp32, optimized or int8
-_INT_PARAMS = {"num_layers", "heads", "intermediate_size", "pruning_seed", "warmup_steps", "max_steps", "batch_size"}
+_INT_PARAMS = {"num_layers", "heads", "intermediate_size", "hidden_size", "pruning_seed", "warmup_steps", "max_steps", "batch_size"}
 
 
 class SearchSpaceError(ConfigError):
@@ -146,6 +146,10 @@ class SearchSpace:
                 heads = spec.heads_per_layer(t.num_attention_heads)
                 if max(heads) > t.num_attention_heads:
                     raise ValueError(f"heads={max(heads)} exceeds the teacher's {t.num_attention_heads} heads per layer")
+                if spec.hidden_size and spec.hidden_size > t.hidden_size:
+                    raise ValueError(f"hidden_size={spec.hidden_size} exceeds the teacher's {t.hidden_size}")
+                if spec.hidden_size and spec.hidden_size % (heads[0] if spec.heads else t.num_attention_heads):
+                    raise ValueError(f"hidden_size={spec.hidden_size} is not divisible by the heads")
                 if spec.intermediate_size and spec.intermediate_size > t.intermediate_size:
                     raise ValueError(f"intermediate_size={spec.intermediate_size} exceeds the teacher's "
                                      f"{t.intermediate_size}")

@@ -32,6 +32,9 @@ class StudentSpec:
     head_pruning: Literal["importance", "random"] = "importance"  # which heads go: least important, or random
     pruning_seed: int = 0  # seeds random head pruning
     intermediate_size: int | None = None  # FFN width; None keeps the teacher's. Neurons kept by importance
+    # Model width; None keeps the teacher's (and `heads` prunes teacher heads). When set, `heads` splits
+    # hidden_size evenly as in BERT, and weights are the teacher's sliced to the kept hidden units.
+    hidden_size: int | None = None
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
     classifier_dropout: float = 0.1  # dropout before the task head
@@ -61,6 +64,15 @@ class StudentSpec:
                 raise ValueError(f"StudentSpec.heads={self.heads!r}: every layer keeps at least 1 head")
         if self.intermediate_size is not None and self.intermediate_size < 1:
             raise ValueError(f"StudentSpec.intermediate_size={self.intermediate_size}: must be at least 1")
+        if self.hidden_size is not None:
+            if self.hidden_size < 1:
+                raise ValueError(f"StudentSpec.hidden_size={self.hidden_size}: must be at least 1")
+            if isinstance(self.heads, tuple):
+                raise ValueError("StudentSpec.hidden_size with a per-layer heads list: a narrower student has one "
+                                 "head count for all layers; give heads as one number")
+            if self.heads is not None and self.hidden_size % self.heads:
+                raise ValueError(f"StudentSpec.hidden_size={self.hidden_size} is not divisible by heads={self.heads}; "
+                                 "every head gets hidden_size / heads dimensions")
         for name in ("hidden_dropout", "attention_dropout", "classifier_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"StudentSpec.{name}={getattr(self, name)}: a dropout is in [0, 1)")
@@ -79,7 +91,8 @@ class StudentSpec:
     def tag(self) -> str:
         """A short readable name, e.g. L3-H12-F1536-teacher."""
         heads = self.heads if not isinstance(self.heads, tuple) else "x".join(map(str, self.heads))
-        return f"L{self.num_layers}-H{heads or 'all'}-F{self.intermediate_size or 'all'}-{self.init}"
+        width = f"-D{self.hidden_size}" if self.hidden_size else ""
+        return f"L{self.num_layers}-H{heads or 'all'}-F{self.intermediate_size or 'all'}{width}-{self.init}"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -257,6 +270,9 @@ def build_student(teacher: nn.Module, spec: StudentSpec, importance: Importance 
             f"StudentSpec.intermediate_size={ffn} exceeds the teacher's {tcfg.intermediate_size}; "
             "a student can only keep a subset of the teacher's FFN neurons"
         )
+    if spec.hidden_size is not None and (spec.hidden_size != tcfg.hidden_size
+                                         or (spec.heads or n_heads) != n_heads):
+        return _build_narrow(teacher, spec, layers, ffn, importance)
     needs_importance = spec.init == "teacher" and (
         ffn < tcfg.intermediate_size or (spec.head_pruning == "importance" and min(keep_heads) < n_heads)
     )
@@ -290,6 +306,75 @@ def build_student(teacher: nn.Module, spec: StudentSpec, importance: Importance 
         _copy_weights(teacher, student, layers, ffn, importance)
     if prune:
         student.prune_heads(prune)  # records config.pruned_heads, so save/load rebuilds the same shapes
+    student.config.student_spec = spec.to_json()
+    student.config.teacher_layers = layers
+    return student
+
+
+def hidden_order(teacher: nn.Module) -> np.ndarray:
+    """Teacher hidden units, most important first: by the L2 norm of their word-embedding column (a unit the
+    embeddings barely write to carries little through the residual stream)."""
+    emb = _bert(teacher).embeddings.word_embeddings.weight.detach()
+    return np.argsort(-emb.norm(dim=0).numpy(), kind="stable")
+
+
+def _build_narrow(teacher: nn.Module, spec: StudentSpec, layers: list[int], ffn: int,
+                  importance: Importance | None) -> nn.Module:
+    """A student narrower than the teacher (hidden_size < teacher's): every weight is the teacher's restricted
+    to the kept hidden units (hidden_order), the kept FFN neurons (by importance) and the chosen layers.
+
+    Heads: `heads` (default the teacher's count) split hidden_size evenly; when the head width differs from
+    the teacher's, the sliced query/key/value rows regroup into the new heads: a starting point that
+    distillation then adapts, not an exact copy of teacher heads.
+    """
+    tcfg = teacher.config
+    h = int(spec.hidden_size)
+    if h > tcfg.hidden_size:
+        raise ValueError(f"StudentSpec.hidden_size={h} exceeds the teacher's {tcfg.hidden_size}")
+    n_heads = spec.heads if isinstance(spec.heads, int) else tcfg.num_attention_heads
+    if h % n_heads:
+        raise ValueError(f"StudentSpec.hidden_size={h} is not divisible by {n_heads} heads")
+    if spec.init == "teacher" and ffn < tcfg.intermediate_size and importance is None:
+        raise ValueError("this spec narrows the FFN by importance; pass the teacher's Importance")
+    cfg = copy.deepcopy(tcfg)
+    cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size = h, n_heads, ffn
+    cfg.num_hidden_layers = spec.num_layers
+    cfg.hidden_dropout_prob = spec.hidden_dropout
+    cfg.attention_probs_dropout_prob = spec.attention_dropout
+    cfg.classifier_dropout = spec.classifier_dropout
+    cfg.pruned_heads = {}
+    cfg._name_or_path = ""
+    torch.manual_seed(spec.pruning_seed)
+    student = type(teacher)(cfg)
+    if spec.init == "teacher":
+        keep_h = torch.from_numpy(np.sort(hidden_order(teacher)[:h]).copy())
+        t_state = teacher.state_dict()
+        prefix = f"{teacher.base_model_prefix}.encoder.layer."
+        with torch.no_grad():
+            for name, param in student.state_dict().items():
+                t_name = name
+                layer = None
+                if name.startswith(prefix):
+                    s_idx, rest = name[len(prefix):].split(".", 1)
+                    layer = layers[int(s_idx)]
+                    t_name = f"{prefix}{layer}.{rest}"
+                src = t_state[t_name]
+                ffn_dims: tuple[int, ...] = ()
+                if layer is not None and ".intermediate.dense." in name:
+                    ffn_dims = (0,)
+                elif layer is not None and ".output.dense.weight" in name and ".attention." not in name:
+                    ffn_dims = (1,)
+                for dim in range(src.dim()):
+                    if src.shape[dim] == param.shape[dim]:
+                        continue
+                    if dim in ffn_dims:
+                        keep = torch.from_numpy(np.sort(np.argsort(-importance.neurons[layer], kind="stable")[:ffn]).copy())
+                    elif src.shape[dim] == tcfg.hidden_size:
+                        keep = keep_h
+                    else:
+                        keep = torch.arange(param.shape[dim])
+                    src = src.index_select(dim, keep)
+                param.copy_(src)
     student.config.student_spec = spec.to_json()
     student.config.teacher_layers = layers
     return student

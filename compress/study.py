@@ -315,8 +315,15 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     trial.set_user_attr("spec", spec.to_json())
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("state", "running")
-    m = distill_student(ctx, spec, trial_dir / "model", distill=distill, progress=False,
-                        on_eval=_early_stopper(cfg, constraints))
+    if cfg.finetune == "agora":  # Θ supplies learning rate, weight decay, warm-up and seed; no early stopping
+        from .agora import run_agora
+
+        run_agora(ctx, spec, trial_dir / "model", distill=distill, progress=False)
+        m = json.loads((trial_dir / "model" / "metrics.json").read_text())
+        m["train_seconds"], m["eval_seconds"] = m["wall_seconds"], 0.0  # every θ and iteration, evaluation included
+    else:
+        m = distill_student(ctx, spec, trial_dir / "model", distill=distill, progress=False,
+                            on_eval=_early_stopper(cfg, constraints))
     t_distilled = time.perf_counter()
 
     t0 = time.perf_counter()
