@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve clean
+.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: bench-distill bench-squad bench-search bench-serve
+bench: bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/bench_distill.py
@@ -31,6 +31,12 @@ bench-search: $(STAMP)
 
 bench-serve: $(STAMP)  # needs the SST-2 search of bench-search
 	$(BIN)/python benchmarks/bench_serve.py
+
+bench-agora: $(STAMP)  # needs the SST-2 teacher of bench-distill
+	$(BIN)/python benchmarks/bench_agora.py
+
+bench-fptas: $(STAMP)  # needs the SST-2 teacher of bench-distill and the search of bench-search
+	$(BIN)/python benchmarks/bench_fptas.py
 
 clean:
 	rm -rf $(VENV) runs .cache
