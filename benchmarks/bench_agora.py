@@ -12,7 +12,6 @@ Run `make bench-agora`. Writes benchmarks/results/agora.{json,md}.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time

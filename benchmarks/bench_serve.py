@@ -15,13 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -36,6 +32,7 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 from common import write_results  # noqa: E402
 
 from compress.package import load_run_config  # noqa: E402
+from serve.launch import LocalServer  # noqa: E402
 
 RUN = ROOT / "runs" / "search-sst2-tpe"
 
@@ -106,12 +103,6 @@ def variant_table(cfg, students: list[dict], batches=(1, 8), seq_len: int = 128)
 # Load test
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rss_mb(pid: int) -> float:
     import psutil
 
@@ -122,33 +113,10 @@ def _rss_mb(pid: int) -> float:
         return float("nan")
 
 
-class Server:
-    def __init__(self, tag: str, batching: bool, log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "COMPRESS_MODEL": tag, "COMPRESS_BATCHING": "1" if batching else "0",
-               "COMPRESS_THREADS": "2", "COMPRESS_MAX_BATCH_SIZE": "32", "COMPRESS_MAX_LATENCY_MS": "30000"}
-        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", "serve.service:Compress",
-                                      "--port", str(self.port)], cwd=ROOT, env=env, stdout=open(log, "w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited; see {log}")
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"bentoml serve did not become ready; see {log}")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+def _server(tag: str, batching: bool, home: Path, log: Path) -> LocalServer:
+    env = {"COMPRESS_MODEL": tag, "COMPRESS_BATCHING": "1" if batching else "0", "COMPRESS_THREADS": "2",
+           "COMPRESS_MAX_BATCH_SIZE": "32", "COMPRESS_MAX_LATENCY_MS": "30000"}
+    return LocalServer("serve.service:Compress", home, env, own_home=False, log=log)
 
 
 def load_test(url: str, texts: list[str], concurrency: int, max_requests: int, max_seconds: float) -> dict:
@@ -227,7 +195,7 @@ def serve_table(cfg, student: dict, texts: list[str], levels=(1, 8, 32), max_req
     logs.mkdir(parents=True, exist_ok=True)
     runs = []
     for batching in (True, False):
-        server = Server(res["tag"], batching, logs / f"serve-batching-{int(batching)}.log")
+        server = _server(res["tag"], batching, Path(os.environ["BENTOML_HOME"]), logs / f"serve-batching-{int(batching)}.log")
         try:
             rss_before = _rss_mb(server.proc.pid)
             load_test(server.url, texts, 4, 100, 10)  # warm-up, not recorded

@@ -15,7 +15,6 @@ import numpy as np
 from safetensors.numpy import load_file
 from torch import nn
 
-from .config import JobConfig
 from .data import Split, TaskData
 from .data.features import save_atomic
 from .inference import predict_logits

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from compress.config import from_mapping
 from compress.data import prepare_task_data

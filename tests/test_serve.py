@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,15 +20,10 @@ import pytest
 from compress.config import from_mapping
 from compress.pipeline import finetune_teacher
 from compress.study import run_worker
+from serve.launch import LocalServer
 from tests.conftest import ROOT, job_config, write_sentiment_tsv, write_squad
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cfg(tmp: Path, base: str, kind: str, teacher: str | None = None):
@@ -82,63 +73,8 @@ def packaged(tmp_path_factory, tiny_base):
     return out
 
 
-class Server:
-    def __init__(self, home: Path, target: str, env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = home / f"serve-{self.port}.log"
-        # NOTE: `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it starts, so two servers on
-        # one home break each other's metrics. Each server gets its own home sharing the model and bento stores.
-        own = home / f"home-{self.port}"
-        own.mkdir()
-        for store in ("models", "bentos"):
-            (home / store).mkdir(exist_ok=True)
-            (own / store).symlink_to(home / store)
-        full_env = {**os.environ, "BENTOML_HOME": str(own), "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
-        self.proc = subprocess.Popen([str(BIN / "bentoml"), "serve", target, "--port", str(self.port)],
-                                     cwd=ROOT, env=full_env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited: {self.log.read_text()[-3000:]}")
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"bentoml serve did not become ready: {self.log.read_text()[-3000:]}")
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    def post(self, path: str, body, raw: bytes | None = None, content_type: str = "application/json"):
-        data = raw if raw is not None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method="POST", headers={"Content-Type": content_type})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            text = e.read().decode()
-            try:
-                return e.code, json.loads(text)
-            except ValueError:
-                return e.code, text
-
-    def stop(self) -> None:
-        import signal
-
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+def Server(home: Path, target: str, env: dict[str, str] | None = None) -> LocalServer:
+    return LocalServer(target, home, env)
 
 
 def _offline(entry: dict):
@@ -279,7 +215,7 @@ def test_malformed_json_oversized_body_and_wrong_content_type(servers):
     assert status == 400 and "body" in payload["error"]
 
 
-def _metrics(server: Server) -> dict:
+def _metrics(server: LocalServer) -> dict:
     from prometheus_client.parser import text_string_to_metric_families
 
     status, text = server.get("/metrics")

@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from ..config import JobConfig, SourceConfig, TaskConfig, to_dict
 from .loaders import (
-    DataError, QAExample, TextExample, file_fingerprint, load_qa_examples, load_text_examples,
+    DataError, TextExample, file_fingerprint, load_qa_examples, load_text_examples,
     resolve_source_path,
 )
 from .qa import detect_version_2, featurize_qa
