@@ -329,7 +329,7 @@ def parcoords_plotly(recs: list[dict[str, Any]], objectives: list[str], title: s
     dims = _parcoords_dims(recs, objectives)
     fig = go.Figure(go.Parcoords(line=dict(color=[r["value"] for r in recs], colorscale="Viridis", showscale=True),
                                  dimensions=dims))
-    fig.update_layout(title=title, height=420, margin=dict(l=60, r=60, t=70, b=30))
+    fig.update_layout(title=dict(text=title, y=0.98), height=460, margin=dict(l=60, r=60, t=110, b=30))
     return fig
 
 
