@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from .config import JobConfig, ThetaConfig, to_dict
+from .scenarios import points
 
 __all__ = ["AgoraResult", "balance", "prune_thetas", "run_agora", "stop_reason", "wrong_examples"]
 
@@ -175,12 +176,6 @@ def _make_new(ctx, nu, wrong: list[Any], ac, rng: np.random.Generator):
     return split, predict_logits(ctx.teacher, split, task_type=task)
 
 
-def _points(metric: str, value: float) -> float:
-    from .scenarios import points
-
-    return points(metric, value)
-
-
 def run_agora(ctx, spec, out: Path, distill=None, progress: bool = True) -> AgoraResult:
     """Agora for one student spec on the context's data; writes `out` (model, tokenizer, metrics.json, agora.json)."""
     from .augment import Nu
@@ -233,9 +228,9 @@ def run_agora(ctx, spec, out: Path, distill=None, progress: bool = True) -> Agor
         row = {"iteration": iteration, "train_rows": len(train_split.examples), "train_features": len(train_split),
                "thetas_tried": {str(i): scores[i] for i in scores}, "thetas_kept": list(alive),
                "best_theta": best_theta, metric: best, "teacher": teacher_value,
-               "gap_points": _points(metric, teacher_value) - _points(metric, best),
+               "gap_points": points(metric, teacher_value) - points(metric, best),
                "seconds": round(time.perf_counter() - t_start, 1)}
-        reason = stop_reason(_points(metric, best), _points(metric, teacher_value), ac.epsilon, iteration,
+        reason = stop_reason(points(metric, best), points(metric, teacher_value), ac.epsilon, iteration,
                              ac.max_iterations, len(train_split.examples), ac.max_train_rows,
                              time.perf_counter() - t_start, ac.max_seconds)
         if reason is None:

@@ -14,6 +14,7 @@ from torch import nn
 
 from .data import Split, TaskData, decode_qa
 from .evaluate import SquadGold, classification_metrics, regression_metrics, squad_evaluate
+from .onnxrt import onnx_session  # re-exported: sessions for evaluation and serving are made one way
 
 __all__ = ["evaluate_model", "evaluate_onnx", "onnx_session", "output_names", "predict_logits", "predict_onnx",
            "score_outputs"]
@@ -24,12 +25,9 @@ def output_names(task_type: str) -> tuple[str, ...]:
     return ("start_logits", "end_logits") if task_type == "qa" else ("logits",)
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, split: Split, batch_size: int = 64, task_type: str = "classification",
-                   progress: bool = False) -> dict[str, np.ndarray]:
-    """Model outputs for every row of the split, in order. QA logits are padded back to full length."""
-    was_training = model.training
-    model.eval()
+def _predict(run, split: Split, batch_size: int, task_type: str, progress: bool, desc: str) -> dict[str, np.ndarray]:
+    """Outputs of `run(batch) -> {name: array}` for every row of the split, in order, batch by batch.
+    QA logits are padded back to the split's full length (batches are trimmed to their longest row)."""
     names = output_names(task_type)
     n = len(split)
     full_len = split.arrays["input_ids"].shape[1]
@@ -37,17 +35,33 @@ def predict_logits(model: nn.Module, split: Split, batch_size: int = 64, task_ty
     starts = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm
-        starts = tqdm(starts, desc=f"predict {split.name}", unit="batch", leave=False)
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
     for start in starts:
-        batch = split.batch(np.arange(start, min(start + batch_size, n)), labels=False)
-        res = model(**batch)
+        got = run(split.batch(np.arange(start, min(start + batch_size, n)), labels=False))
         for k in names:
-            v = getattr(res, k).float()
-            if task_type == "qa" and v.size(1) < full_len:  # undo dynamic padding
-                v = torch.nn.functional.pad(v, (0, full_len - v.size(1)), value=-1e4)
-            out[k].append(v.numpy())
-    model.train(was_training)
+            v = np.asarray(got[k], dtype=np.float32)
+            if task_type == "qa" and v.shape[1] < full_len:  # undo dynamic padding
+                v = np.pad(v, ((0, 0), (0, full_len - v.shape[1])), constant_values=-1e4)
+            out[k].append(v)
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, split: Split, batch_size: int = 64, task_type: str = "classification",
+                   progress: bool = False) -> dict[str, np.ndarray]:
+    """Model outputs for every row of the split, in order. QA logits are padded back to full length."""
+    was_training = model.training
+    model.eval()
+    names = output_names(task_type)
+
+    def run(batch):
+        res = model(**batch)
+        return {k: getattr(res, k).float().numpy() for k in names}
+
+    try:
+        return _predict(run, split, batch_size, task_type, progress, f"predict {split.name}")
+    finally:
+        model.train(was_training)
 
 
 def score_outputs(data: TaskData, split: Split, outputs: dict[str, np.ndarray],
@@ -94,8 +108,6 @@ def evaluate_model(model: nn.Module, data: TaskData, split: Split | None = None,
 # ----------------------------------------------------------------------------------------------
 # ONNX Runtime: the deployed artifact, scored by the same code
 
-from .onnxrt import onnx_session  # noqa: E402  (re-exported)
-
 
 def predict_onnx(session, split: Split, task_type: str = "classification", batch_size: int = 64,
                  progress: bool = False) -> dict[str, np.ndarray]:
@@ -108,22 +120,11 @@ def predict_onnx(session, split: Split, task_type: str = "classification", batch
         raise ValueError(f"the ONNX model has outputs {have} but task type {task_type!r} reads {list(names)}; "
                          "evaluate it with the task it was exported for")
     feeds = [i.name for i in session.get_inputs()]
-    n = len(split)
-    full_len = split.arrays["input_ids"].shape[1]
-    out: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    starts = range(0, n, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc=f"predict {split.name} (onnx)", unit="batch", leave=False)
-    for start in starts:
-        batch = split.batch(np.arange(start, min(start + batch_size, n)), labels=False)
-        got = dict(zip(have, session.run(None, {k: batch[k].numpy().astype(np.int64) for k in feeds})))
-        for k in names:
-            v = got[k].astype(np.float32)
-            if task_type == "qa" and v.shape[1] < full_len:
-                v = np.pad(v, ((0, 0), (0, full_len - v.shape[1])), constant_values=-1e4)
-            out[k].append(v)
-    return {k: np.concatenate(v) for k, v in out.items()}
+
+    def run(batch):
+        return dict(zip(have, session.run(None, {k: batch[k].numpy().astype(np.int64) for k in feeds})))
+
+    return _predict(run, split, batch_size, task_type, progress, f"predict {split.name} (onnx)")
 
 
 def evaluate_onnx(onnx_path, data: TaskData, split: Split | None = None, batch_size: int = 64, threads: int = 2,

@@ -82,7 +82,7 @@ def export_variants(cfg: JobConfig, rec: dict[str, Any], precisions, progress: b
     from .variants import measure_variants
 
     trial_dir = Path(rec["dir"])
-    data = data or _data(cfg, trial_dir)
+    data = data if data is not None else _data(cfg, trial_dir)
     return measure_variants(trial_dir, data, lambda p: latency(p, data.eval, cfg), precisions,
                             threads=cfg.search.latency.threads, atol=cfg.search.export_atol, progress=progress)
 

@@ -21,6 +21,7 @@ import logging
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,22 +99,29 @@ def compare_onnx(reference: Path, candidate: Path, feeds: list[dict[str, np.ndar
     return worst
 
 
+@contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's optimizer and quantizer log through the root logger; only errors get through here."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def _optimize(src_onnx: Path, dst_onnx: Path) -> dict[str, Any]:
     from onnxruntime.transformers.optimizer import optimize_model
 
     # NOTE: with num_heads=0/hidden_size=0 the fusion reads both from each layer's Reshape and weight shapes,
     # which is what lets a layer keeping 1 head and one keeping 4 both fuse. It logs a line per layer whose
     # attention width differs from the model's hidden size; that is expected for pruned heads.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
+    with _quiet_root_logger():
         model = optimize_model(str(src_onnx), model_type="bert", num_heads=0, hidden_size=0, opt_level=0,
                                use_gpu=False)
         fused = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
         model.save_model_to_file(str(dst_onnx))
-    finally:
-        root.setLevel(level)
     return {"tool": "onnxruntime.transformers.optimizer.optimize_model", "model_type": "bert", "opt_level": 0,
             "num_heads": "per layer, from the graph", "fused_operators": fused}
 
@@ -122,16 +130,11 @@ def _quantize(src_onnx: Path, dst_onnx: Path) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # "consider pre-processing" advice aimed at static CNN quantisation
-    try:
+    with _quiet_root_logger():  # "consider pre-processing" advice aimed at static CNN quantisation
         # DefaultTensorType: fused contrib ops (Attention, SkipLayerNormalization) have no ONNX shape inference;
         # their outputs are float32.
         quantize_dynamic(str(src_onnx), str(dst_onnx), weight_type=QuantType.QInt8, per_channel=False,
                          reduce_range=False, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        root.setLevel(level)
     return {"tool": "onnxruntime.quantization.quantize_dynamic", "weight_type": "int8", "activations":
             "uint8, quantised dynamically per call", "per_channel": False, "reduce_range": False,
             "source": "the optimized graph"}
@@ -209,17 +212,17 @@ def measure_variants(trial_dir: str | Path, data, latency_fn, precisions=PRECISI
     `latency_fn(onnx_path)` runs the latency protocol (the search's, so figures compare). Writes
     trial_dir/variants.json (rows of other precisions measured before are kept) and returns the new rows.
     """
-    from .inference import evaluate_onnx
+    from .inference import onnx_session, predict_onnx, score_outputs
 
     trial_dir = Path(trial_dir)
     rows = []
     for precision in precisions:
         v = make_variant(variant_dir(trial_dir, "fp32"), variant_dir(trial_dir, precision), precision, atol)
         t0 = time.perf_counter()
-        metrics, preds = evaluate_onnx(v.path, data, threads=threads, progress=progress)
-        if data.version_2:
-            threshold = serving_threshold(metrics, preds)
-            metrics, _ = evaluate_onnx(v.path, data, threads=threads, na_threshold=threshold)
+        outputs = predict_onnx(onnx_session(v.path, threads), data.eval, data.task.type, progress=progress)
+        metrics, preds = score_outputs(data, data.eval, outputs)
+        if data.version_2:  # the same outputs, scored again at the threshold a server will use
+            metrics, _ = score_outputs(data, data.eval, outputs, serving_threshold(metrics, preds))
         eval_s = time.perf_counter() - t0
         lat = latency_fn(v.path)
         rows.append({"precision": precision, "dir": str(v.dir), "size_mb": v.size_bytes / 1e6,

@@ -36,7 +36,7 @@ def error_message(payload: Any) -> dict[str, Any]:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if d.get("type") == "json_invalid":
-            field, msg = "body", f"is not valid JSON ({d.get('ctx', {}).get('error', msg) if isinstance(d.get('ctx'), dict) else msg}); send a JSON object"
+            field, msg = "body", f"is not valid JSON ({msg}); send a JSON object"
         elif d.get("type") == "missing":
             msg = "is required"
         # A check that names the exact item ("texts[2]: ...") already carries the full field path.
