@@ -6,6 +6,7 @@ the bad value and what is allowed.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import hashlib
@@ -28,6 +29,7 @@ __all__ = [
     "SearchConfig",
     "JobConfig",
     "SourceConfig",
+    "SplitConfig",
     "TaskConfig",
     "TeacherConfig",
     "TrainConfig",
@@ -60,12 +62,31 @@ class SourceConfig:
     limit: int | None = None  # keep this many rows (after sampling); None keeps all
     sample_seed: int | None = None  # with limit: draw a seeded random subset instead of the first rows
     articles: tuple[str, ...] | str | None = None  # squad only: titles, or a "start:stop" slice of articles
+    # None reads UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8" writes one), or UTF-16 when the
+    # file starts with a UTF-16 byte-order mark; anything else (latin-1, cp1252, ...) must be named here
+    encoding: str | None = None
+    header: bool = True  # tsv/csv: the first row names the columns; false: name them in `columns`
+    columns: tuple[str, ...] | None = None  # with header: false, the name of each column in file order
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit <= 0:
             raise _fail("limit", self.limit, "must be a positive number of rows, or null for all")
         if isinstance(self.articles, str):
             _parse_slice(self.articles)
+        if self.encoding is not None:
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise _fail("encoding", self.encoding, "is not an encoding Python knows; use e.g. utf-8, "
+                            "latin-1, cp1252 or utf-16") from None
+        if not self.header and not self.columns:
+            raise _fail("columns", self.columns, "a file without a header (header: false) needs the column "
+                        "names in file order, e.g. columns: [label, title, text]")
+        if self.header and self.columns:
+            raise _fail("columns", list(self.columns), "names the columns of a file without a header row; "
+                        "with header: true the first row names them (remove columns, or set header: false)")
+        if self.columns and (len(set(self.columns)) != len(self.columns) or not all(c.strip() for c in self.columns)):
+            raise _fail("columns", list(self.columns), "column names must be unique and not empty")
 
     def article_slice(self) -> slice | None:
         return _parse_slice(self.articles) if isinstance(self.articles, str) else None
@@ -87,19 +108,23 @@ class TaskConfig:
     """What the model predicts and where the data's columns are."""
 
     type: TaskType
-    text_columns: tuple[str, ...] = ("sentence",)  # one column, or two for sentence pairs
+    # the text of each example: for a single-text task one column, or several joined into one text with
+    # text_separator between them (e.g. [title, text]); for pair_classification exactly two columns
+    text_columns: tuple[str, ...] = ("sentence",)
+    text_separator: str = " "  # between the parts of a joined text; the tokenizer sees them as one sentence
     label_column: str = "label"
     labels: tuple[str, ...] | None = None  # label names in id order; stored as id2label. None: integer labels
     version_2: bool | None = None  # qa: None detects SQuAD 2.0 from the data; true/false must agree with it
     metric: str | None = None  # the metric the search maximises; None: accuracy, pearson or f1 by task
 
     def __post_init__(self) -> None:
-        want = 2 if self.type == "pair_classification" else 1
-        if self.type != "qa" and len(self.text_columns) != want:
-            raise _fail(
-                "task.text_columns", list(self.text_columns),
-                f"a {self.type} task reads {want} text column{'s' if want > 1 else ''}",
-            )
+        if self.type == "pair_classification" and len(self.text_columns) != 2:
+            raise _fail("task.text_columns", list(self.text_columns),
+                        "a pair_classification task reads 2 text columns (the first and the second text)")
+        if self.type in ("classification", "regression") and not self.text_columns:
+            raise _fail("task.text_columns", [], "name at least one text column")
+        if len(set(self.text_columns)) != len(self.text_columns):
+            raise _fail("task.text_columns", list(self.text_columns), "a column is named twice")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise _fail("task.labels", list(self.labels), "label names must be unique")
         if self.labels is not None and self.type in ("regression", "qa"):
@@ -118,12 +143,50 @@ class TaskConfig:
         return self.metric or {"regression": "pearson", "qa": "f1"}.get(self.type, "accuracy")
 
 
+def _check_part(key: str, value: int | float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, float):
+        if not (math.isfinite(value) and 0 < value < 1):
+            raise _fail(key, value, "a fraction of the training rows must be between 0 and 1 (e.g. 0.1)")
+    elif value < 1:
+        raise _fail(key, value, "a number of rows must be at least 1 (or give a fraction such as 0.1)")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Carves eval and test from the training sources when they are not given (compress/data/split.py).
+
+    A fraction (0.1) or a row count (500). Classification is stratified by label; QA is split by article,
+    never by question. The split is deterministic for a seed and recorded in the run folder (split.json).
+    """
+
+    eval: int | float | None = None  # rows (or share of the training rows) that become the eval split
+    test: int | float | None = None  # rows (or share) held out as the test split, never seen by the search
+    seed: int = 0  # same seed and data, same split
+    stratify: bool = True  # classification: every label keeps its share in each part
+
+    def __post_init__(self) -> None:
+        _check_part("data.split.eval", self.eval)
+        _check_part("data.split.test", self.test)
+        if self.eval is None and self.test is None:
+            raise _fail("data.split", {}, "give eval:, test: or both (a fraction such as 0.1, or a row count)")
+        fractions = [v for v in (self.eval, self.test) if isinstance(v, float)]
+        if sum(fractions) >= 1:
+            raise _fail("data.split", {"eval": self.eval, "test": self.test},
+                        "eval and test together must leave rows to train on (fractions sum below 1)")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the splits come from and how text becomes tokens."""
 
     train: tuple[SourceConfig, ...]
-    eval: tuple[SourceConfig, ...]
+    eval: tuple[SourceConfig, ...] = ()  # () when data.split carves it from train
+    # held out: never used by the search, early stopping, thresholds or Agora; the teacher, the baseline and
+    # the frontier are scored on it at the end of a study. () with no data.split.test: no test split
+    test: tuple[SourceConfig, ...] = ()
+    split: SplitConfig | None = None  # carve eval and/or test from train
     max_seq_length: int = 128  # tokens per input; longer QA contexts are split into windows
     doc_stride: int = 128  # qa: tokens of overlap between consecutive windows of one context
     max_answer_length: int = 30  # qa: longest answer span, in tokens, considered when decoding
@@ -134,14 +197,27 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not self.train:
             raise _fail("data.train", [], "give at least one source")
-        if not self.eval:
-            raise _fail("data.eval", [], "give at least one source")
+        carve_eval = self.split is not None and self.split.eval is not None
+        carve_test = self.split is not None and self.split.test is not None
+        if not self.eval and not carve_eval:
+            raise _fail("data.eval", [], "give at least one source, or carve one from train with "
+                        "data.split: {eval: 0.1}")
+        if self.eval and carve_eval:
+            raise _fail("data.split.eval", self.split.eval, "data.eval already gives the eval split; remove "
+                        "one of the two")
+        if self.test and carve_test:
+            raise _fail("data.split.test", self.split.test, "data.test already gives the test split; remove "
+                        "one of the two")
         if not 8 <= self.max_seq_length <= 4096:
             raise _fail("data.max_seq_length", self.max_seq_length, "must be between 8 and 4096")
         if not 0 < self.doc_stride:
             raise _fail("data.doc_stride", self.doc_stride, "must be positive")
         if self.max_answer_length <= 0 or self.n_best <= 0:
             raise _fail("data.max_answer_length/n_best", (self.max_answer_length, self.n_best), "must be positive")
+
+    @property
+    def has_test(self) -> bool:
+        return bool(self.test) or (self.split is not None and self.split.test is not None)
 
 
 @dataclass(frozen=True)
@@ -210,6 +286,9 @@ class DistillConfig:
             raise _fail("distill.alpha_*", 0, "at least one loss weight must be positive")
         if self.temperature <= 0:
             raise _fail("distill.temperature", self.temperature, "must be > 0")
+        if self.layer_map is not None and (not self.layer_map or min(self.layer_map) < 0):
+            raise _fail("distill.layer_map", list(self.layer_map),
+                        "give one teacher layer (0 = the first) for each student layer")
 
 
 @dataclass(frozen=True)
@@ -393,6 +472,8 @@ class JobConfig:
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ "):
             raise _fail("name", self.name, "use a plain folder name without spaces or slashes")
+        if self.threads is not None and self.threads < 1:
+            raise _fail("threads", self.threads, "must be a positive number of CPU threads, or null for every core")
 
     @property
     def run_dir(self) -> Path:
@@ -525,13 +606,48 @@ def _sources(value: Any, key: str) -> list[dict[str, Any]]:
     return out
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
+        super().__init__(key)
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (plain YAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges are YAML's own way of reusing a section
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
+
+
 def load_config(path: str | Path) -> JobConfig:
     """Read and validate a YAML job config."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass the path to a YAML job config")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                          f"offset {exc.start}); save it as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as dup:
+        raise ConfigError(
+            f"{path}: key {dup.key!r} is written twice in one section (line {dup.first_line} and line "
+            f"{dup.second_line}); YAML would silently keep only the second. Merge the two into one"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     return from_mapping(raw, config_path=str(path))
@@ -543,10 +659,15 @@ def from_mapping(raw: Any, config_path: str | None = None) -> JobConfig:
     raw = dict(raw)
     if isinstance(raw.get("data"), dict):
         data = dict(raw["data"])
-        for split in ("train", "eval"):
+        for split in ("train", "eval", "test"):
             if split in data:
                 data[split] = _sources(data[split], f"data.{split}")
         raw["data"] = data
+    task = raw.get("task")
+    if isinstance(task, dict) and isinstance(task.get("labels"), list):
+        # YAML reads `labels: [0, 1]` as numbers; a label is a name, compared with the data's text
+        raw["task"] = {**task, "labels": [str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                                          for v in task["labels"]]}
     if config_path is not None:
         raw["config_path"] = config_path
     return build(JobConfig, raw)

@@ -320,7 +320,7 @@ def test_non_finite_distill_values_rejected(dotted, value):
 # --------------------------------------------------------------------------- missing keys and task rules
 
 
-@pytest.mark.parametrize("dotted", ["task.type", "teacher.model", "name", "task", "data.eval", "data.train.path"])
+@pytest.mark.parametrize("dotted", ["task.type", "teacher.model", "name", "task", "data.train.path"])
 def test_missing_required_key(dotted):
     raw = copy.deepcopy(FULL)
     if dotted == "data.train.path":
@@ -340,9 +340,15 @@ def test_pair_classification_needs_two_text_columns():
           "reads 2 text columns")
 
 
-def test_classification_with_two_text_columns():
-    raw = edited("task.text_columns", ["sentence1", "sentence2"])
-    fails(raw, "config key 'task.text_columns': got ['sentence1', 'sentence2']", "a classification task reads 1 text column")
+def test_missing_eval_names_both_ways_to_give_one():
+    fails(edited("data.eval"), "config key 'data.eval': got []", "give at least one source",
+          "data.split: {eval: 0.1}")
+
+
+def test_classification_joins_several_text_columns():
+    cfg = from_mapping(edited("task.text_columns", ["title", "text"]))
+    assert cfg.task.text_columns == ("title", "text") and cfg.task.text_separator == " "
+    fails(edited("task.text_columns", ["title", "title"]), "config key 'task.text_columns'", "a column is named twice")
 
 
 @pytest.mark.parametrize("task_type", ["regression", "qa"])

@@ -302,14 +302,14 @@ def test_hf_qa_missing_squad_columns(hf_text_dir):
 def test_missing_text_column(tmp_path):
     path = write_lines(tmp_path / "reviews.tsv", "text\tlabel", "a good film\t1")
     with pytest.raises(DataError, match=msg("reviews.tsv:2", "column 'sentence' not found",
-                                            "(columns: text, label)", "task.text_columns")):
+                                            "the columns are ['text', 'label']", "task.text_columns")):
         load_text_examples(src(path), classification())
 
 
 def test_missing_label_column(tmp_path):
     path = write_lines(tmp_path / "reviews.tsv", "sentence\tsentiment", "a good film\t1")
     with pytest.raises(DataError, match=msg("reviews.tsv:2", "column 'label' not found",
-                                            "(columns: sentence, sentiment)", "task.label_column")):
+                                            "the columns are ['sentence', 'sentiment']", "task.label_column")):
         load_text_examples(src(path), classification())
 
 

@@ -16,16 +16,17 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from ..config import JobConfig, SourceConfig, TaskConfig, to_dict
+from ..config import JobConfig, SourceConfig, TaskConfig, to_dict, write_json
 from .loaders import (
     DataError, TextExample, file_fingerprint, load_qa_examples, load_text_examples,
     resolve_source_path,
 )
 from .qa import detect_version_2, featurize_qa
+from .split import carve_splits, ids_hash, split_record
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Split", "TaskData", "prepare_task_data", "save_atomic", "tokenizer_fingerprint"]
+__all__ = ["Split", "TaskData", "load_split_examples", "prepare_task_data", "save_atomic", "tokenizer_fingerprint"]
 
 # Arrays a model takes as input; everything else in a split (labels, offsets) stays beside them.
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -69,7 +70,7 @@ class Split:
 
 @dataclass
 class TaskData:
-    """Both splits of a task, with what a model head needs to know about the labels."""
+    """The splits of a task, with what a model head needs to know about the labels."""
 
     task: TaskConfig
     train: Split
@@ -79,6 +80,9 @@ class TaskData:
     version_2: bool = False  # qa: the data has unanswerable questions
     n_best: int = 20  # qa decoding: candidates per window
     max_answer_length: int = 30  # qa decoding: longest span in tokens
+    # held out (data.test or data.split.test): never used by training, the search, early stopping, thresholds
+    # or Agora; only scored at the end of a study. None when the job has no test split
+    test: Split | None = None
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -139,40 +143,97 @@ def _encode_texts(examples: list[TextExample], tokenizer, max_len: int, regressi
     }
 
 
+def load_split_examples(cfg: JobConfig) -> dict[str, list]:
+    """The examples of every split, in source order: train, eval and test (test [] when there is none),
+    after carving eval/test from train when data.split asks for it."""
+    task, data = cfg.task, cfg.data
+
+    def load(sources: tuple[SourceConfig, ...]) -> list:
+        if not sources:
+            return []
+        if task.type == "qa":
+            return load_qa_examples(sources, cfg.config_path)
+        return load_text_examples(sources, task, cfg.config_path, data.on_bad_row)
+
+    splits = {"train": load(data.train), "eval": load(data.eval), "test": load(data.test)}
+    if data.split is not None:
+        carved = carve_splits(splits["train"], data.split, task.type)
+        splits["train"] = carved["train"]
+        for part in ("eval", "test"):
+            if getattr(data.split, part) is not None:
+                splits[part] = carved[part]
+    return splits
+
+
+def _record_split(cfg: JobConfig, splits: dict[str, list]) -> None:
+    """Keep split.json in the run folder; a run whose data or split changed under it is refused, so every
+    worker and every rerun of one study trains and scores on the same rows."""
+    rec = split_record(splits, cfg.data.split, cfg.task.type)
+    path = cfg.run_dir / "split.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old and old.get("splits") != rec["splits"]:
+            changed = sorted(k for k in set(old["splits"]) | set(rec["splits"])
+                             if old["splits"].get(k) != rec["splits"].get(k))
+            if not (cfg.run_dir / "trials").is_dir():  # nothing was scored on the old rows yet
+                log.warning("the %s split(s) differ from %s (data or data.split changed); recording the new ones",
+                            ", ".join(changed), path)
+                write_json(path, rec)
+                return
+            raise DataError(
+                f"the {', '.join(changed)} split{'s' if len(changed) > 1 else ''} of run {cfg.run_dir} changed "
+                f"since {path} was written (the data files, limit, or data.split settings differ): trials already "
+                "in this run were trained and scored on other rows. Use a new `name:` for the new data, or delete "
+                f"{path} (and the run's trials) to start this run again"
+            )
+    write_json(path, rec)
+
+
 def prepare_task_data(cfg: JobConfig, tokenizer) -> TaskData:
-    """Load, validate and featurise both splits of the job's task (from the cache when possible)."""
+    """Load, validate and featurise the splits of the job's task (from the cache when possible); writes the
+    run folder's split.json, or refuses to go on when the splits differ from the ones it records."""
     task, data = cfg.task, cfg.data
     fp = tokenizer_fingerprint(tokenizer)
     cache_dir = Path(data.cache_dir)
     base = {"tokenizer": fp, "task": to_dict(task), "max_seq_length": data.max_seq_length}
+    splits = load_split_examples(cfg)
+    _record_split(cfg, splits)
+    names = [n for n in ("train", "eval", "test") if splits[n]]
+    sources = {"train": data.train, "eval": data.eval or data.train, "test": data.test or data.train}
+
+    def key_parts(name: str) -> dict[str, Any]:
+        # the row ids pin carved splits (and limits) exactly; the sources' content hashes pin the text
+        return {"sources": [_source_key(s, cfg.config_path) for s in sources[name]],
+                "rows": ids_hash(splits[name]), "split": name}
 
     if task.type == "qa":
-        train_ex = load_qa_examples(data.train, cfg.config_path)
-        eval_ex = load_qa_examples(data.eval, cfg.config_path)
-        v2 = detect_version_2(train_ex) or detect_version_2(eval_ex)
+        everything = [ex for n in names for ex in splits[n]]
+        v2 = any(detect_version_2(splits[n]) for n in names)
         if task.version_2 is not None and task.version_2 != v2:
-            n_imp = sum(ex.is_impossible for ex in train_ex + eval_ex)
+            n_imp = sum(ex.is_impossible for ex in everything)
             raise DataError(
                 f"task.version_2 is {task.version_2} but the data {'has' if v2 else 'has no'} unanswerable "
-                f"questions ({n_imp} of {len(train_ex) + len(eval_ex)}): it is SQuAD {'2.0' if v2 else '1.1'}. "
+                f"questions ({n_imp} of {len(everything)}): it is SQuAD {'2.0' if v2 else '1.1'}. "
                 f"Set task.version_2: {str(v2).lower()} (or remove the key to detect it), or point the config "
                 "at the data you meant"
             )
-        if v2 and not detect_version_2(train_ex):
+        if v2 and not detect_version_2(splits["train"]):
             log.warning("the eval set has unanswerable questions but the training set has none: the model "
                         "will not learn to say 'no answer'")
-        splits = {}
-        for name, examples, sources in (("train", train_ex, data.train), ("eval", eval_ex, data.eval)):
+        built = {}
+        for name in names:
             key = _cache_key({**base, "kind": "qa", "doc_stride": data.doc_stride, "version_2": v2,
-                              "sources": [_source_key(s, cfg.config_path) for s in sources]})
-            arrays = _cached(cache_dir, key, lambda ex=examples: featurize_qa(
+                              **key_parts(name)})
+            arrays = _cached(cache_dir, key, lambda ex=splits[name]: featurize_qa(
                 ex, tokenizer, data.max_seq_length, data.doc_stride))
-            splits[name] = Split(name, arrays, examples, key)
-        return TaskData(task, splits["train"], splits["eval"], num_labels=2, version_2=v2,
-                        n_best=data.n_best, max_answer_length=data.max_answer_length)
+            built[name] = Split(name, arrays, splits[name], key)
+        return TaskData(task, built["train"], built["eval"], num_labels=2, version_2=v2,
+                        n_best=data.n_best, max_answer_length=data.max_answer_length, test=built.get("test"))
 
-    train_ex = load_text_examples(data.train, task, cfg.config_path, data.on_bad_row)
-    eval_ex = load_text_examples(data.eval, task, cfg.config_path, data.on_bad_row)
+    train_ex = splits["train"]
     regression = task.type == "regression"
     if regression:
         num_labels, id2label = 1, {0: "score"}
@@ -184,18 +245,19 @@ def prepare_task_data(cfg: JobConfig, tokenizer) -> TaskData:
     if not regression:
         if num_labels < 2:
             raise DataError(f"the training set has only label 0 ({len(train_ex)} rows); a classifier needs two or more")
-        for ex in eval_ex:
-            if int(ex.label) >= num_labels:
-                raise DataError(
-                    f"{ex.row}: label {ex.label} never occurs in the training set (ids 0..{num_labels - 1}); "
-                    "list every label in task.labels"
-                )
-    splits = {}
-    for name, examples, sources in (("train", train_ex, data.train), ("eval", eval_ex, data.eval)):
-        key = _cache_key({**base, "kind": "text", "num_labels": num_labels,
-                          "on_bad_row": data.on_bad_row,
-                          "sources": [_source_key(s, cfg.config_path) for s in sources]})
-        arrays = _cached(cache_dir, key, lambda ex=examples: _encode_texts(
+        for name in names[1:]:
+            for ex in splits[name]:
+                if int(ex.label) >= num_labels:
+                    raise DataError(
+                        f"{ex.row}: label {ex.label} never occurs in the training set (ids 0..{num_labels - 1}); "
+                        "list every label in task.labels"
+                    )
+    built = {}
+    for name in names:
+        key = _cache_key({**base, "kind": "text", "num_labels": num_labels, "on_bad_row": data.on_bad_row,
+                          **key_parts(name)})
+        arrays = _cached(cache_dir, key, lambda ex=splits[name]: _encode_texts(
             ex, tokenizer, data.max_seq_length, regression))
-        splits[name] = Split(name, arrays, examples, key)
-    return TaskData(task, splits["train"], splits["eval"], num_labels=num_labels, id2label=id2label)
+        built[name] = Split(name, arrays, splits[name], key)
+    return TaskData(task, built["train"], built["eval"], num_labels=num_labels, id2label=id2label,
+                    test=built.get("test"))

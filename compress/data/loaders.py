@@ -5,7 +5,9 @@ Each reader returns plain examples; every bad row is reported with its file, lin
 
 from __future__ import annotations
 
+import codecs
 import csv
+import difflib
 import hashlib
 import json
 import logging
@@ -13,6 +15,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+import yaml
 
 from ..config import SourceConfig, TaskConfig
 
@@ -22,6 +26,7 @@ __all__ = [
     "DataError",
     "QAExample",
     "TextExample",
+    "file_encoding",
     "file_fingerprint",
     "load_qa_examples",
     "load_text_examples",
@@ -100,17 +105,78 @@ def _require_exists(path: Path, fmt: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Text encodings
+
+
+def file_encoding(path: Path, source: SourceConfig) -> str:
+    """The codec a source is read with: `encoding:` when set; else UTF-16/32 when the file starts with their
+    byte-order mark, and UTF-8 otherwise (utf-8-sig: a UTF-8 byte-order mark, as Excel writes, is dropped)."""
+    if source.encoding:
+        return source.encoding
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return "utf-8-sig"
+
+
+def _undecodable(path: Path, encoding: str, exc: UnicodeDecodeError) -> DataError:
+    """Where the first byte that `encoding` cannot decode is: line and byte offset, found by a second pass."""
+    line_no, offset, bad = None, None, b""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    pos = 0
+    with open(path, "rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as err:
+                offset = pos + err.start
+                bad = raw[err.start:err.end]
+                break
+            pos += len(raw)
+    where = f"{path.name}:{line_no}" if offset is not None else path.name
+    at = f"byte offset {offset}" if offset is not None else f"position {exc.start}"
+    shown = (bad or exc.object[exc.start:exc.end])[:4].hex(" ")
+    name = "UTF-8" if encoding.replace("_", "-").lower() in ("utf-8", "utf-8-sig", "utf8") else encoding
+    return DataError(
+        f"{where}: byte 0x{shown} at {at} is not valid {name} text; the file is in another encoding. Set it on "
+        f"this source, e.g. {{path: {path.name}, encoding: cp1252}} (Windows/Excel) or encoding: latin-1, or "
+        "save the file as UTF-8"
+    )
+
+
+def _decoding(path: Path, encoding: str, rows: Iterator) -> Iterator:
+    """`rows`, with a decoding error turned into a DataError naming the file, line and byte offset."""
+    try:
+        yield from rows
+    except UnicodeDecodeError as exc:
+        raise _undecodable(path, encoding, exc) from None
+
+
+# ----------------------------------------------------------------------------------------------
 # Tabular rows (TSV, CSV, JSONL, datasets)
 
 
-def _read_delimited(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
-    """Rows as (where, mapping); a malformed row is yielded as a DataError so on_bad_row can skip it."""
+def _read_delimited(path: Path, delimiter: str, quoting: int, source: SourceConfig,
+                    encoding: str) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
+    """Rows as (where, mapping); a malformed row is yielded as a DataError so on_bad_row can skip it.
+
+    newline="" lets csv handle CRLF and LF line ends (and newlines inside quoted CSV fields) alike.
+    """
     name = path.name
-    with open(path, newline="", encoding="utf-8") as fh:
+    sep = "tab" if delimiter == "\t" else "delimiter or quote"
+    with open(path, newline="", encoding=encoding) as fh:
         reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"data file {str(path)!r} is empty; it needs a header row and at least one example")
+        if source.header:
+            header = next(reader, None)
+            if not header:
+                raise DataError(f"data file {str(path)!r} is empty; it needs a header row and at least one example")
+            what = f"the header has {len(header)}"
+        else:
+            header = list(source.columns or ())
+            what = f"columns: names {len(header)}"
         start = reader.line_num + 1
         for values in reader:
             where = f"{name}:{start}"  # the line the record starts on (a quoted CSV field may span lines)
@@ -119,16 +185,16 @@ def _read_delimited(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[
                 continue
             if len(values) != len(header):
                 yield where, DataError(
-                    f"{where}: has {len(values)} fields, the header has {len(header)} "
-                    f"({', '.join(header)}); a stray {'tab' if delimiter == chr(9) else 'delimiter or quote'} "
-                    "in the text? Fix the row or set data.on_bad_row: skip"
+                    f"{where}: has {len(values)} fields, {what} ({', '.join(header)}); a stray {sep} in the "
+                    f"text{'' if source.header else ', or a columns: list that does not match the file'}? "
+                    "Fix the row or set data.on_bad_row: skip"
                 )
                 continue
             yield where, dict(zip(header, values))
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
-    with open(path, encoding="utf-8") as fh:
+def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
+    with open(path, encoding=encoding) as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -151,15 +217,28 @@ def _hf_dataset(source: SourceConfig, path: Path) -> Any:
     import datasets  # heavy import: only when asked for
 
     if path.is_dir():
-        ds = datasets.load_from_disk(str(path))
+        if not any((path / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            files = sorted(p.name for p in path.iterdir())[:8]
+            raise DataError(
+                f"{str(path)!r} is a folder but not a data set saved by `datasets` (no dataset_info.json, "
+                f"state.json or dataset_dict.json; it holds {files}); point path at a data file (tsv, csv, "
+                "jsonl, SQuAD json) or at a folder written by Dataset.save_to_disk"
+            )
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            raise DataError(f"{str(path)!r} could not be read as a `datasets` folder ({exc}); write it again "
+                            "with Dataset.save_to_disk") from None
     else:
         try:
             ds = datasets.load_dataset(source.path, source.name, split=source.split)
         except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; all mean "not available"
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise DataError(
-                f"could not load the Hugging Face data set {source.path!r} (name={source.name!r}, "
-                f"split={source.split!r}): {exc}. Offline, save it first with `datasets.load_dataset(...)"
-                ".save_to_disk(FOLDER)` and point path at FOLDER"
+                f"{source.path!r} is not a local file or folder, and the Hugging Face data set of that name "
+                f"(name={source.name!r}, split={source.split!r}) is not in the local cache ({reason}). This tool "
+                "runs offline: check the path, or on a machine with network save the data set with "
+                "`datasets.load_dataset(...).save_to_disk(FOLDER)` and point path at FOLDER"
             ) from None
     if isinstance(ds, datasets.DatasetDict):
         if source.split is None or source.split not in ds:
@@ -178,13 +257,17 @@ def _read_hf(source: SourceConfig, path: Path) -> Iterator[tuple[str, dict[str, 
 
 
 def _rows(source: SourceConfig, path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if fmt == "tsv":
-        # NOTE: GLUE TSV files are not quoted: a '"' inside a sentence is text, not a quote.
-        return _read_delimited(path, "\t", csv.QUOTE_NONE)
-    if fmt == "csv":
-        return _read_delimited(path, ",", csv.QUOTE_MINIMAL)
-    if fmt == "jsonl":
-        return _read_jsonl(path)
+    if fmt in ("tsv", "csv", "jsonl"):
+        encoding = file_encoding(path, source)
+        if fmt == "jsonl":
+            rows = _read_jsonl(path, encoding)
+        else:
+            # NOTE: GLUE TSV files are not quoted: a '"' inside a sentence is text, not a quote.
+            delimiter, quoting = ("\t", csv.QUOTE_NONE) if fmt == "tsv" else (",", csv.QUOTE_MINIMAL)
+            rows = _read_delimited(path, delimiter, quoting, source, encoding)
+        return _decoding(path, encoding, rows)
+    if not source.header:
+        raise DataError(f"{source.path}: header: false / columns: apply to tsv and csv files, not to {fmt}")
     if fmt == "hf":
         return _read_hf(source, path)
     raise DataError(f"format {fmt!r} holds QA data; a {fmt} source cannot feed a classification task")
@@ -200,6 +283,18 @@ def _subsample(items: list, source: SourceConfig) -> list:
     return [items[i] for i in keep]
 
 
+def _integral(text: str) -> int | None:
+    """An integer id written as an integer ("1") or as an integral float ("1.0", as pandas writes a column that
+    had a missing value); None for anything else."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() else None
+
+
 class _LabelMap:
     """Maps raw labels to ids: names from task.labels, or integer ids when no names are given."""
 
@@ -208,6 +303,10 @@ class _LabelMap:
         self.names = list(task.labels) if task.labels else None
 
     def __call__(self, raw: Any, where: str) -> int | float:
+        column = self.task.label_column
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            raise DataError(f"{where}: the label (column {column!r}) is empty; fix the row or set "
+                            "data.on_bad_row: skip")
         if self.task.type == "regression":
             try:
                 value = float(raw)
@@ -216,25 +315,81 @@ class _LabelMap:
             if value != value or value in (float("inf"), float("-inf")):
                 raise DataError(f"{where}: label {raw!r} is not a finite number")
             return value
+        if isinstance(raw, (list, dict)):
+            raise DataError(f"{where}: label {raw!r} is a JSON {type(raw).__name__}; a label is one name or id")
         text = str(raw).strip()
+        number = None if isinstance(raw, bool) else _integral(text)
         if self.names is not None:
             if text in self.names:
                 return self.names.index(text)
-            if text.lstrip("-").isdigit() and 0 <= int(text) < len(self.names):
-                return int(text)  # integer ids with names given in the config
+            if number is not None and 0 <= number < len(self.names):
+                return number  # integer ids with names given in the config
             raise DataError(
                 f"{where}: label {text!r} is not one of task.labels {self.names}; "
                 "add it to task.labels or fix the row"
             )
-        if isinstance(raw, bool) or not text.lstrip("-").isdigit():
+        if number is None:
+            hint = ("a fractional value: for scores use task.type: regression; " if _is_float(text) else "")
             raise DataError(
-                f"{where}: label {text!r} is not an integer id; list the label names in id order in "
-                f"task.labels (for example labels: [{text}, ...]) so they are stored as id2label"
+                f"{where}: label {text!r} is not an integer id; {hint}list the label names in id order in "
+                f"task.labels (for example labels: [{_yaml_scalar(text)}, ...]) so they are stored as id2label"
             )
-        value = int(text)
-        if value < 0:
-            raise DataError(f"{where}: label {value} is negative; integer labels are ids 0, 1, ...")
-        return value
+        if number < 0:
+            raise DataError(f"{where}: label {number} is negative; integer labels are ids 0, 1, ...")
+        return number
+
+
+def _yaml_scalar(text: str) -> str:
+    """`text` as it would be written inside a YAML flow list (quoted only when YAML needs it)."""
+    return yaml.safe_dump([text], default_flow_style=True, width=1 << 16).strip()[1:-1]
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _missing_column(where: str, column: str, row: dict[str, Any], first: bool) -> DataError:
+    names = [str(c) for c in row]
+    close = difflib.get_close_matches(column, names, n=1, cutoff=0.6)
+    hint = ""
+    if close and close[0].strip().lower() == column.strip().lower():
+        hint = f" ({close[0]!r} differs only in spaces or case)"
+    elif close:
+        hint = f" (did you mean {close[0]!r}?)"
+    if first:
+        return DataError(
+            f"{where}: column {column!r} not found{hint}; the columns are {names}. Set task.text_columns / "
+            "task.label_column to the data's column names, or for a file without a header row set header: false "
+            "and columns: [...] on the source"
+        )
+    return DataError(f"{where}: has no {column!r}{hint} (this row has {names}); fix the row or set "
+                     "data.on_bad_row: skip")
+
+
+def _row_texts(row: dict[str, Any], task: TaskConfig, where: str) -> tuple[str, ...]:
+    """The example's texts: two for a pair task; else the text columns joined by task.text_separator
+    (empty parts left out; the row is bad only when every part is empty)."""
+    values = []
+    for col in task.text_columns:
+        value = row.get(col)
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{where}: column {col!r} is not text ({value!r})")
+        values.append(value or "")
+    if task.type == "pair_classification":
+        for col, value in zip(task.text_columns, values):
+            if not value.strip():
+                raise DataError(f"{where}: column {col!r} is empty")
+        return tuple(values)
+    parts = [v for v in values if v.strip()]
+    if not parts:
+        cols = " and ".join(repr(c) for c in task.text_columns)
+        raise DataError(f"{where}: column{'s' if len(task.text_columns) > 1 else ''} {cols} "
+                        f"{'are' if len(task.text_columns) > 1 else 'is'} empty")
+    return (task.text_separator.join(parts),)
 
 
 def load_text_examples(
@@ -245,6 +400,7 @@ def load_text_examples(
     if task.type == "qa":
         raise DataError("a qa task reads SQuAD data; use load_qa_examples")
     label_of = _LabelMap(task)
+    needed = [*task.text_columns, task.label_column]
     examples: list[TextExample] = []
     skipped: list[str] = []
     for source in sources:
@@ -252,38 +408,31 @@ def load_text_examples(
         fmt = _format_of(source, path)
         _require_exists(path, fmt)
         loaded: list[TextExample] = []
-        checked_columns = False
+        first = True
         for where, row in _rows(source, path, fmt):
             if isinstance(row, DataError):
                 if on_bad_row == "skip":
                     skipped.append(str(row))
                     continue
                 raise row
-            if not checked_columns:
-                needed = [*task.text_columns, task.label_column]
+            try:
                 missing = [c for c in needed if c not in row]
                 if missing:
-                    raise DataError(
-                        f"{where}: column {missing[0]!r} not found (columns: {', '.join(map(str, row))}); "
-                        "set task.text_columns / task.label_column to the data's column names"
-                    )
-                checked_columns = True
-            try:
-                texts = []
-                for col in task.text_columns:
-                    value = row.get(col)
-                    if not isinstance(value, str) or not value.strip():
-                        raise DataError(f"{where}: column {col!r} is empty or not text ({value!r})")
-                    texts.append(value)
+                    # a column missing from the first row is missing from the file: no row could be used
+                    if first:
+                        raise _missing_column(where, missing[0], row, first=True)
+                    raise _missing_column(where, missing[0], row, first=False)
+                first = False
+                texts = _row_texts(row, task, where)
                 label = label_of(row.get(task.label_column), where)
             except DataError as exc:
-                if on_bad_row == "skip":
+                if on_bad_row == "skip" and not first:
                     skipped.append(str(exc))
                     continue
                 raise
-            loaded.append(TextExample(tuple(texts), label, where))
+            loaded.append(TextExample(texts, label, where))
         if not loaded and not skipped:
-            raise DataError(f"data file {str(path)!r} has a header but no examples")
+            raise DataError(f"data file {str(path)!r} has {'a header but ' if source.header else ''}no examples")
         examples.extend(_subsample(loaded, source))
     if skipped:
         log.warning("skipped %d bad rows (data.on_bad_row: skip); first: %s", len(skipped), skipped[0])
@@ -296,10 +445,13 @@ def load_text_examples(
 # Extractive QA (SQuAD JSON or datasets with the squad columns)
 
 
-def _squad_articles(path: Path) -> list[dict[str, Any]]:
+def _squad_articles(path: Path, source: SourceConfig) -> list[dict[str, Any]]:
+    encoding = file_encoding(path, source)
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding=encoding) as fh:
             doc = json.load(fh)
+    except UnicodeDecodeError as exc:
+        raise _undecodable(path, encoding, exc) from None
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{path.name}: is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
@@ -392,7 +544,7 @@ def load_qa_examples(sources: tuple[SourceConfig, ...], config_path: str | None 
         fmt = _format_of(source, path)
         _require_exists(path, fmt)
         if fmt == "squad":
-            items = list(_qa_from_squad(_select_articles(_squad_articles(path), source, path.name), path.name))
+            items = list(_qa_from_squad(_select_articles(_squad_articles(path, source), source, path.name), path.name))
         elif fmt == "hf":
             items = list(_qa_from_hf(source, path))
         else:
