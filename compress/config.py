@@ -519,6 +519,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
                 return _convert(arg, value, key)
             except ConfigError as exc:
                 errors.append(exc)
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1 and dataclasses.is_dataclass(others[0]) and isinstance(value, dict):
+            raise errors[0]  # an optional section: its own message names the inner key and the fix
         raise _fail(key, value, f"expected {_type_name(tp)}")
     if origin is Literal:
         if value not in typing.get_args(tp):
