@@ -168,7 +168,7 @@ def load_split_examples(cfg: JobConfig) -> dict[str, list]:
 def _record_split(cfg: JobConfig, splits: dict[str, list]) -> None:
     """Keep split.json in the run folder; a run whose data or split changed under it is refused, so every
     worker and every rerun of one study trains and scores on the same rows."""
-    rec = split_record(splits, cfg.data.split, cfg.task.type)
+    rec = split_record(splits, cfg.data.split, cfg.task.type, cfg.task.labels)
     path = cfg.run_dir / "split.json"
     if path.exists():
         try:

@@ -335,7 +335,9 @@ class _LabelMap:
                 f"task.labels (for example labels: [{_yaml_scalar(text)}, ...]) so they are stored as id2label"
             )
         if number < 0:
-            raise DataError(f"{where}: label {number} is negative; integer labels are ids 0, 1, ...")
+            raise DataError(f"{where}: label {number} is negative; integer labels are ids 0, 1, ... Name the values "
+                            f"in task.labels (for example labels: ['{number}', ...], in the order you want as ids) "
+                            "or, for a score, use task.type: regression")
         return number
 
 

@@ -118,8 +118,10 @@ def carve_splits(examples: list, cfg: SplitConfig, task_type: str) -> dict[str, 
     }
 
 
-def split_record(splits: dict[str, list], cfg: SplitConfig | None, task_type: str) -> dict[str, Any]:
-    """What split.json records: how the splits were made, and per split its rows, labels and id hash."""
+def split_record(splits: dict[str, list], cfg: SplitConfig | None, task_type: str,
+                 names: Sequence[str] | None = None) -> dict[str, Any]:
+    """What split.json records: how the splits were made, and per split its rows, labels (by name when
+    `names` are given) and id hash."""
     out: dict[str, Any] = {}
     for name, examples in splits.items():
         if not examples:
@@ -129,7 +131,8 @@ def split_record(splits: dict[str, list], cfg: SplitConfig | None, task_type: st
             rec["articles"] = len({ex.title for ex in examples})
             rec["unanswerable"] = sum(ex.is_impossible for ex in examples)
         elif task_type != "regression":
-            rec["labels"] = {str(k): v for k, v in sorted(Counter(ex.label for ex in examples).items())}
+            rec["labels"] = {(names[k] if names else str(k)): v
+                             for k, v in sorted(Counter(ex.label for ex in examples).items())}
         out[name] = rec
     method = "given sources"
     if cfg is not None:
