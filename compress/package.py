@@ -4,7 +4,8 @@
 each (metric on the eval set, latency with the search's protocol, size). `package(cfg, ...)` stores one variant
 of one trial (chosen by number or by a scenario, see compress.scenarios) in the local BentoML model store:
 model.onnx, config.json, tokenizer files and compress.json (task, labels, lengths, the no-answer threshold
-learnt on the eval set, and the measured figures with their methods). No pickled object is written.
+learnt on the eval set, and the measured figures with their methods; with a held-out test split, the packaged
+file's test metrics too, see compress.heldout). No pickled object is written.
 """
 
 from __future__ import annotations
@@ -117,6 +118,13 @@ def package(cfg: JobConfig, trial: int | None = None, scenario: str | None = Non
         "latency_method": row["latency_method"], "variant_method": row["method"],
         "spec": rec.get("spec"), "packaged": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if data.test is not None:  # the packaged file on the held-out split: from the trial's cache when it is that file
+        from .heldout import CACHE_NAME, cached_score, heldout_block
+
+        test = cached_score(Path(row["dir"]) / "model.onnx", Path(rec["dir"]) / CACHE_NAME, data,
+                            cfg.search.latency.threads, write=False)
+        meta["test"] = heldout_block(test)
+        meta["test_metric_value"] = test["metrics"].get(metric)
     flat = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) and v is not None}
     flat["task"] = cfg.task.type
     src = Path(row["dir"])
@@ -137,5 +145,8 @@ def describe(meta: dict[str, Any]) -> str:
             f"set, {meta['params']:,} parameters, {meta['size_mb']:.1f} MB, {meta['latency_ms']:.2f} ms median "
             f"(ONNX Runtime, batch {lat.get('batch_size')}, {'eval-set lengths' if seq == 'eval-lengths' else seq}, "
             f"{lat.get('threads')} threads)" + (f"; no-answer threshold {meta['na_threshold']:.3f}"
-                                                 if meta.get("na_threshold") is not None else ""))
+                                                 if meta.get("na_threshold") is not None else "")
+            + (f"; {meta['metric']} {meta['test_metric_value']:.4f} on the held-out test set "
+               f"({meta['test']['rows']} rows, never seen by the search)"
+               if meta.get("test_metric_value") is not None else ""))
 

@@ -8,6 +8,10 @@ the scenario table; parameter importance per objective (fANOVA); parallel coordi
 frontier points at or above the baseline's metric; the values the frontier prefers; training curves of the
 chosen trials; and for QA, an error analysis of the chosen model by article.
 
+With a held-out test split (data.test or data.split.test), the scenario, frontier and reference tables show the eval
+metric (what the search selected on) and the test metric (never seen by the search; compress.heldout scores what is
+missing when the report is built) in separate, labelled columns.
+
 QA error categories (per question, at the model's serving no-answer threshold, see compress.variants):
 - correct: exact match with a gold answer, or no answer where the question has none;
 - mostly correct: answered, not exact, best F1 against the gold answers >= report.mostly_correct_f1 (0.5);
@@ -31,7 +35,8 @@ from optuna.trial import TrialState
 
 from .config import JobConfig, config_hash
 
-__all__ = ["QA_CATEGORIES", "build_report", "importances", "preferred_values", "qa_error_table", "scenario_rows"]
+__all__ = ["QA_CATEGORIES", "build_report", "heldout_note", "importances", "preferred_values", "qa_error_table",
+           "scenario_rows"]
 
 QA_CATEGORIES = ("correct", "mostly correct", "mostly wrong", "label has answer", "label has no answer")
 COLORS = {"frontier": "#d62728", "feasible": "#1f77b4", "infeasible": "#7f7f7f", "stopped": "#bcbd22",
@@ -47,6 +52,14 @@ def _collect(cfg: JobConfig) -> dict[str, Any]:
     from .study import open_study, study_summary, trial_record, write_outputs
 
     study = open_study(cfg, create=False)
+    heldout_error = None
+    if cfg.data.has_test:
+        from .heldout import evaluate_heldout
+
+        try:  # cached per file: only frontier points that are new since the last time are scored
+            evaluate_heldout(cfg, study)
+        except Exception as exc:  # noqa: BLE001 - the rest of the report still helps; say why test figures are missing
+            heldout_error = f"{type(exc).__name__}: {exc}"
     fpath, _ = write_outputs(cfg, study)
     doc = json.loads(fpath.read_text())
     objectives = study.user_attrs.get("objectives") or list(doc.get("objectives") or [])
@@ -58,8 +71,13 @@ def _collect(cfg: JobConfig) -> dict[str, Any]:
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     return {"study": study, "doc": doc, "objectives": objectives, "recs": recs, "summary": study_summary(cfg, study),
-            "started": min(starts).isoformat(timespec="seconds") if starts else None,
+            "heldout_error": heldout_error, "started": min(starts).isoformat(timespec="seconds") if starts else None,
             "ended": max(ends).isoformat(timespec="seconds") if ends else None}
+
+
+def _test_value(r: dict[str, Any] | None, metric: str | None) -> float | None:
+    """The held-out test figure of a frontier.json record (teacher, baseline or point), None when absent."""
+    return ((r or {}).get("test") or {}).get(metric) if metric else None
 
 
 def _kind(r: dict[str, Any]) -> str:
@@ -99,7 +117,7 @@ def scenario_rows(doc: dict[str, Any], within: float) -> list[dict[str, Any]]:
             continue
         row = {"scenario": labels[s], "key": s, "trial": r["number"], "value": r["value"], "params": r["params"],
                "latency_ms": r["latency_ms"], "size_mb": r.get("size_mb"), "spec": r.get("spec"),
-               "precision": r.get("precision")}
+               "precision": r.get("precision"), "test_value": _test_value(r, r.get("metric"))}
         if base and base.get("value") is not None:
             row["d_points"] = points(r["metric"], r["value"]) - points(r["metric"], base["value"])
             row["d_value_pct"] = 100.0 * (r["value"] - base["value"]) / abs(base["value"]) if base["value"] else None
@@ -499,35 +517,44 @@ def _spec_text(s: dict[str, Any] | None) -> str:
 def _tables(data: dict[str, Any], cfg: JobConfig, scen: list[dict[str, Any]], prefs: list[dict[str, Any]],
             qa: dict[str, Any] | None, provenance: dict[str, Any]) -> dict[str, tuple[list[str], list[list[str]]]]:
     metric = cfg.task.primary_metric
+    # With a test split the metric becomes two labelled columns: what the search selected on, and held-out test.
+    held = cfg.data.has_test
+    metric_cols = [f"eval {metric} (used for selection)", f"test {metric} (held out)"] if held else [metric]
+
+    def values(eval_value: Any, r: dict[str, Any] | None) -> list[str]:
+        return [_fmt(eval_value), _fmt(_test_value(r, metric))] if held else [_fmt(eval_value)]
+
     t: dict[str, tuple[list[str], list[list[str]]]] = {}
     t["provenance"] = (["what", "value"], [[k, str(v)] for k, v in provenance.items()])
     rows = []
     for s in scen:
         if "error" in s:
-            rows.append([s["scenario"], "-", s["error"], "", "", "", "", "", ""])
+            rows.append([s["scenario"], "-", s["error"], *([""] * (5 + len(metric_cols)))])
             continue
-        rows.append([s["scenario"], str(s["trial"]), _fmt(s["value"]), _signed(s.get("d_points"), "+.2f", " pt"),
+        rows.append([s["scenario"], str(s["trial"]), *values(s["value"], {"test": {metric: s.get("test_value")}}),
+                     _signed(s.get("d_points"), "+.2f", " pt"),
                      f"{s['params']:,}", _signed(s.get("d_params_pct"), "+.1f", "%"), _fmt(s["latency_ms"], ".2f"),
                      _signed(s.get("d_latency_ms_pct"), "+.1f", "%"), f"{_spec_text(s.get('spec'))} {s.get('precision') or ''}"])
-    t["scenarios"] = (["scenario", "trial", metric, "vs baseline", "params", "vs baseline", "latency ms",
+    t["scenarios"] = (["scenario", "trial", *metric_cols, "vs baseline", "params", "vs baseline", "latency ms",
                        "vs baseline", "student"], rows)
     doc = data["doc"]
     front = []
     for r in doc["frontier"]:
-        front.append([str(r["number"]), _fmt(r["value"]), f"{r['params']:,}", _fmt(r["latency_ms"], ".2f"),
+        front.append([str(r["number"]), *values(r["value"], r), f"{r['params']:,}", _fmt(r["latency_ms"], ".2f"),
                       _fmt(r.get("size_mb"), ".1f"), _spec_text(r.get("spec")), str(r.get("precision") or "fp32"),
                       "yes" if r.get("dominates_baseline") else ""])
-    t["frontier"] = (["trial", metric, "params", "latency ms", "size MB", "student", "precision",
+    t["frontier"] = (["trial", *metric_cols, "params", "latency ms", "size MB", "student", "precision",
                       "dominates baseline"], front)
     refs = []
     base, teacher = doc.get("baseline"), doc.get("teacher") or {}
     if teacher:
-        refs.append(["teacher", _fmt(teacher.get("metric")), f"{teacher.get('params') or 0:,}",
+        refs.append(["teacher", *values(teacher.get("metric"), teacher), f"{teacher.get('params') or 0:,}",
                      _fmt(teacher.get("latency_ms"), ".2f"), _fmt(teacher.get("size_mb"), ".1f")])
     if base:
-        refs.append([f"baseline (trial {base['number']})", _fmt(base.get("value")), f"{base.get('params') or 0:,}",
-                     _fmt(base.get("latency_ms"), ".2f"), _fmt(base.get("size_mb"), ".1f")])
-    t["references"] = (["model", metric, "params", "latency ms", "size MB"], refs)
+        refs.append([f"baseline (trial {base['number']})", *values(base.get("value"), base),
+                     f"{base.get('params') or 0:,}", _fmt(base.get("latency_ms"), ".2f"),
+                     _fmt(base.get("size_mb"), ".1f")])
+    t["references"] = (["model", *metric_cols, "params", "latency ms", "size MB"], refs)
     t["preferences"] = (["parameter", "frontier", "all completed trials"],
                         [[p["parameter"], p["frontier"], p["all"]] for p in prefs])
     if qa:
@@ -537,6 +564,28 @@ def _tables(data: dict[str, Any], cfg: JobConfig, scen: list[dict[str, Any]], pr
         rows.append(["all", *(str(x) for x in totals)])
         t["qa"] = (["article", *QA_CATEGORIES], rows)
     return t
+
+
+def heldout_note(cfg: JobConfig, data: dict[str, Any]) -> str | None:
+    """The sentence that says which split chose the models and which one they never saw; None without a test split."""
+    if not cfg.data.has_test:
+        return None
+    if data.get("heldout_error"):
+        return f"Held-out test figures are missing: {data['heldout_error']}."
+    doc = data["doc"]
+    splits = doc.get("splits") or {}
+
+    def rows(name: str) -> str:
+        n = (splits.get(name) or {}).get("rows")
+        return f" ({n} rows)" if n is not None else ""
+
+    recs = [doc.get("teacher"), doc.get("baseline"), *doc["frontier"]]
+    squad2 = any("oracle_threshold_on_test" in ((r or {}).get("test") or {}) for r in recs)
+    return (f"The search selected these students on the eval split{rows('eval')}, whose figures are the eval "
+            f"columns; the test split{rows('test')} was never seen by it (not by training, early stopping, the "
+            "objectives, the constraints or any threshold), and the test columns score each model's deployed ONNX "
+            f"file on it with ONNX Runtime once the search was over"
+            + (", at the SQuAD 2.0 no-answer threshold chosen on eval" if squad2 else "") + ".")
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -578,6 +627,9 @@ def build_report(cfg: JobConfig, out_dir: str | Path | None = None) -> tuple[Pat
         "trials by state": ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())),
         "objectives": ", ".join(f"{k} ({v})" for k, v in (doc.get("objectives") or {}).items()),
         "constraints": ", ".join(cfg.search.constraints) or "none",
+        **({"splits": ", ".join(f"{k} {v.get('rows')} rows" for k, v in (doc.get("splits") or {}).items())
+           + f" ({doc.get('split_method') or 'see split.json'}); test held out from the search"}
+           if doc.get("splits") else {}),
         "report written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     scen = scenario_rows(doc, cfg.report.within_points)
@@ -645,6 +697,7 @@ def build_report(cfg: JobConfig, out_dir: str | Path | None = None) -> tuple[Pat
            "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:14px}td,th{border:1px solid #ccc;"
            "padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
            ".plot{margin:1em 0}code{background:#f3f3f3;padding:1px 4px}")
+    note = heldout_note(cfg, data)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>compress report: {html.escape(cfg.name)}</title>
 <style>{css}</style>
@@ -656,6 +709,7 @@ def build_report(cfg: JobConfig, out_dir: str | Path | None = None) -> tuple[Pat
 <h2>Scenarios</h2>
 <p>Differences are to the baseline (DistilBERT-style: half the teacher's layers, every other one, default
 distillation): the metric in points, size and latency in percent.</p>
+{f'<p class="heldout">{html.escape(note)}</p>' if note else ''}
 {_html_table(*tables['scenarios'])}
 <h2>Pareto frontier</h2>
 <p>Red: feasible non-dominated trials (over all objectives; the staircase shows the frontier of each pair of axes).
@@ -690,7 +744,8 @@ thresholds.</p>
           f"feasible, {len(doc['frontier'])} on the frontier." + (f" Suggested start: trial {knee['trial']} (knee)."
                                                                     if knee else ""), "",
           "## Scenarios", "", "Differences are to the baseline: the metric in points, size and latency in percent.", "",
-          _md_table(*tables["scenarios"]), "", "## Pareto frontier", "", images("pareto"), "",
+          *([note, ""] if note else []), _md_table(*tables["scenarios"]), "", "## Pareto frontier", "",
+          images("pareto"), "",
           _md_table(*tables["frontier"]), "", _md_table(*tables["references"]), "", "## What matters", "",
           images("importance"), "", _md_table(*tables["preferences"]), "", images("parallel"), "",
           "## Training curves", "", images("curves") or "No training curves found.", ""]

@@ -41,8 +41,8 @@ from .space import SearchSpace
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Constraint", "SearchError", "frontier", "open_study", "parse_constraint", "run_search", "run_worker",
-    "study_summary", "trial_record", "write_outputs",
+    "Constraint", "SearchError", "baseline_trial", "frontier", "open_study", "parse_constraint", "run_search",
+    "run_worker", "study_summary", "trial_record", "write_outputs",
 ]
 
 MEASURES = ("params", "latency_ms", "size_mb")  # minimised; the task metric is maximised
@@ -425,8 +425,13 @@ def prepare_search(cfg: JobConfig, progress: bool = True):
     return ctx, space, study
 
 
-def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True) -> None:
-    """Run trials until the study holds `n_trials` completed ones; safe to run on several machines at once."""
+def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout: bool | None = None) -> None:
+    """Run trials until the study holds `n_trials` completed ones; safe to run on several machines at once.
+
+    Then, when the job has a test split, score the teacher, the baseline and the frontier on it (see
+    compress.heldout) and write frontier.json again with those figures. `heldout` defaults to on for a lone
+    worker and off for the workers `run_search` starts (it scores once, after all of them).
+    """
     ctx, space, study = prepare_search(cfg, progress)
     objectives = _objectives(cfg)
     constraints = _constraints(cfg, _metric_names(cfg))
@@ -470,6 +475,22 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True) -> None:
         _log_trial(last, c["complete"] + (1 if last.state == TrialState.COMPLETE else 0), target)
         write_outputs(cfg, study)
     write_outputs(cfg, study)
+    if (workers <= 1 if heldout is None else heldout) and cfg.data.has_test:
+        _heldout(cfg, study, ctx.data)
+
+
+def _heldout(cfg: JobConfig, study: optuna.Study, data=None) -> None:
+    """The held-out test figures, once the search is over; frontier.json is written again to carry them."""
+    from .heldout import evaluate_heldout
+
+    res = evaluate_heldout(cfg, study, data)
+    write_outputs(cfg, study)
+    metric = cfg.task.primary_metric
+    named = ([("teacher", res["teacher"])] if res.get("teacher") else []) + \
+        [(f"trial {n}", r) for n, r in sorted(res.get("trials", {}).items())]
+    for who, rec in named:
+        print(f"held-out test: {who} {metric} {rec['metrics'].get(metric, float('nan')):.4f} ({rec['method']})",
+              flush=True)
 
 
 def _log_trial(t: FrozenTrial, done: int, target: int) -> None:
@@ -499,6 +520,10 @@ def run_search(cfg: JobConfig, config_path: str, workers: int = 1) -> None:
     if any(codes):
         raise SearchError(f"worker exit codes {codes}; the study keeps every finished trial: run the same "
                           "command again to resume")
+    study = open_study(cfg, create=False)
+    write_outputs(cfg, study)
+    if cfg.data.has_test:  # once, after every worker: the frontier is final now
+        _heldout(cfg, study)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -549,25 +574,78 @@ def frontier(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in ok if not any(_dominates(o.values, t.values, directions) for o in ok if o is not t)]
 
 
+def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's completed baseline trial (the first, should a retry have made two), or None."""
+    return next((t for t in study.get_trials(deepcopy=False)
+                 if t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE), None)
+
+
+def _test_figures(cfg: JobConfig) -> tuple[dict[str, Any] | None, Any]:
+    """With a test split: the "splits", "split_method" and "held_out" entries of frontier.json (from split.json)
+    and a reader of cached held-out results (compress.heldout; nothing is computed here). (None, None) without."""
+    if not cfg.data.has_test:
+        return None, None
+    from .heldout import CACHE_NAME, heldout_block, read_heldout
+
+    try:
+        recorded = json.loads((cfg.run_dir / "split.json").read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    parts = recorded.get("splits") or {}
+    splits = {"splits": {name: parts[name] for name in ("eval", "test") if name in parts},
+              "split_method": recorded.get("method"),
+              "held_out": "the search trained on train and selected on eval (objectives, constraints, early "
+                          "stopping, SQuAD 2.0 no-answer thresholds); test was never seen by it and is scored only "
+                          "once the search is over, on each model's deployed ONNX file"}
+    test_ids = (parts.get("test") or {}).get("ids_sha256")
+
+    def read(onnx_path: Any, folder: Any) -> dict[str, Any] | None:
+        if not onnx_path or not folder:
+            return None
+        rec = read_heldout(Path(folder) / CACHE_NAME, onnx_path, test_ids)
+        return heldout_block(rec) if rec else None
+
+    return splits, read
+
+
 def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
-    """frontier.json (feasible Pareto set, baseline and teacher) and trials.csv (every trial)."""
+    """frontier.json (feasible Pareto set, baseline and teacher) and trials.csv (every trial).
+
+    With a test split, frontier.json also holds "splits" (rows per split) and, for the teacher, the baseline and
+    each frontier point already scored by compress.heldout, a "test" entry beside the eval metrics.
+    """
     objectives = study.user_attrs.get("objectives") or [n for n, _ in _objectives(cfg)]
     directions = [d.name.lower() for d in study.directions]
     trials = study.get_trials(deepcopy=False)
     front = frontier(study)
-    baseline = next((t for t in trials if t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE), None)
+    baseline = baseline_trial(study)
+    splits, read_test = _test_figures(cfg)
+
+    def record(t: FrozenTrial) -> dict[str, Any]:
+        rec = trial_record(t, objectives)
+        if read_test is not None and (test := read_test(rec.get("onnx"), rec.get("dir"))):
+            rec["test"] = test
+        return rec
+
     points = []
     for t in sorted(front, key=lambda t: t.values[0], reverse=directions[0] == "maximize"):
-        rec = trial_record(t, objectives)
+        rec = record(t)
         if baseline is not None and t.number != baseline.number:
             rec["dominates_baseline"] = _dominates(t.values, baseline.values, directions)
         points.append(rec)
+    teacher = study.user_attrs.get("teacher")
+    if teacher is not None and read_test is not None:
+        folder = cfg.run_dir / "teacher_onnx"
+        if test := read_test(folder / "model.onnx", folder):
+            teacher = {**teacher, "test": test}
     doc = {
         "study": study.study_name, "storage": storage_url(cfg), "objectives": dict(zip(objectives, directions)),
-        "constraints": list(cfg.search.constraints), "teacher": study.user_attrs.get("teacher"),
-        "baseline": trial_record(baseline, objectives) if baseline else None,
+        "constraints": list(cfg.search.constraints), "teacher": teacher,
+        "baseline": record(baseline) if baseline else None,
         "frontier": points, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if splits is not None:
+        doc.update(splits)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     fpath, cpath = cfg.run_dir / "frontier.json", cfg.run_dir / "trials.csv"
     write_json(fpath, doc)

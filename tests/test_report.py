@@ -70,6 +70,7 @@ def test_report_files_and_sections(finished):
     for name in pngs:
         assert f"report_files/{name}" in md
     assert "| scenario | trial |" in md
+    assert "held out" not in md and "used for selection" not in md  # no test split: one metric column, as before
 
 
 def test_report_while_the_study_runs_reads_what_is_there(tmp_path, finished):
