@@ -1,6 +1,8 @@
 """Command line: a thin layer over the jobs in pipeline.py. Run `compress --help`.
 
-Every expected failure (config, data, teacher, divergence) prints one clear line and exits non-zero.
+Every expected failure (config, data, teacher, divergence) prints one clear line and exits non-zero. `teacher`,
+`distill`, `agora`, `fptas` and `search` first run the checks of `compress validate` (compress/validate.py), so a
+mistake anywhere in the job is reported in seconds, before featurisation or teacher inference.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
     from .pipeline import finetune_teacher
 
     cfg = load_config(args.config)
+    _preflight(cfg, "teacher")
     out = finetune_teacher(cfg, force=args.force)
     metrics_file = out / "metrics.json"
     if metrics_file.exists():
@@ -27,6 +30,24 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
               f"{m['params']:,} parameters, trained {m['train_seconds']:.0f} s")
     print(f"teacher saved in {out}")
     return 0
+
+
+def _preflight(cfg, command: str, student: str | None = None) -> None:
+    """The checks of `compress validate`, before any featurisation or teacher inference (ValidationError: exit 2)."""
+    from .validate import preflight
+
+    preflight(cfg, command, student=student)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import format_report, validate_file
+
+    report, cfg = validate_file(args.config)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        print(format_report(report, cfg))
+    return 2 if report.errors else 0
 
 
 def _student_spec(cfg, spec_path: str | None, teacher_layers: int):
@@ -45,6 +66,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     from .pipeline import distill_student, load_context
 
     cfg = load_config(args.config)
+    _preflight(cfg, "distill", args.student)
     ctx = load_context(cfg)
     spec = _student_spec(cfg, args.student, ctx.teacher.config.num_hidden_layers)
     out = Path(args.out) if args.out else cfg.run_dir / "students" / spec.tag()
@@ -59,6 +81,7 @@ def _cmd_agora(args: argparse.Namespace) -> int:
     from .pipeline import load_context
 
     cfg = load_config(args.config)
+    _preflight(cfg, "agora", args.student)
     ctx = load_context(cfg)
     spec = _student_spec(cfg, args.student, ctx.teacher.config.num_hidden_layers)
     out = Path(args.out) if args.out else cfg.run_dir / "students" / f"{spec.tag()}-agora"
@@ -85,6 +108,7 @@ def _cmd_fptas(args: argparse.Namespace) -> int:
         over["calibrate"] = True
     if over:
         cfg = dataclasses.replace(cfg, fptas=dataclasses.replace(cfg.fptas, **over))
+    _preflight(cfg, "fptas")
     res = run_fptas(cfg)
     print(f"W-coefficient: {W_DEFINITION}")
     print(f"  {'rank':>4} {'W':>8} {'params':>12} {'ms':>7} {'error':>7}  depth heads hidden FFN")
@@ -163,9 +187,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.threads:
         cfg = dataclasses.replace(cfg, threads=args.threads)
-    if args.worker:
+    if args.worker:  # started by a parent that ran the preflight checks already
         run_worker(cfg, workers=args.workers_hint, progress=False)
         return 0
+    _preflight(cfg, "search")
     run_search(cfg, args.config, workers=args.workers)
     fpath, cpath = write_outputs(cfg, open_study(cfg, create=False))
     print(f"search done: {fpath} and {cpath}; `compress status {cfg.run_dir}` summarises it")
@@ -282,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compress", description="Distil a fine-tuned BERT-family teacher into smaller students.")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check config, data, teacher, student and search in seconds, without training")
+    v.add_argument("config", help="YAML job config")
+    v.add_argument("--json", action="store_true", help="machine-readable output: splits, teacher, errors, warnings")
+    v.set_defaults(func=_cmd_validate)
 
     t = sub.add_parser("teacher", help="fine-tune a task head on teacher.model; writes RUN/teacher/")
     t.add_argument("config", help="YAML job config")
