@@ -31,7 +31,7 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 from common import write_results  # noqa: E402
 
-from compress.package import load_run_config  # noqa: E402
+from compress.config import load_run_config  # noqa: E402
 from serve.launch import LocalServer  # noqa: E402
 
 RUN = ROOT / "runs" / "search-sst2-tpe"

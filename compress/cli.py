@@ -198,7 +198,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _load_run_config(run: str):
-    from .package import load_run_config
+    from .config import load_run_config
 
     return load_run_config(run)
 

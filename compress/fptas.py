@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import config_hash, write_json
+from .artifacts import config_hash, write_json
 
 __all__ = ["W_DEFINITION", "Candidate", "calibrate", "candidate_grid", "real_relative_error", "run_fptas",
            "spearman", "surrogate_error", "w_coefficient"]

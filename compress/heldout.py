@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import JobConfig, write_json
+from .artifacts import write_json
+from .config import JobConfig
 from .inference import evaluate_onnx
 
 __all__ = ["CACHE_NAME", "ORACLE_KEYS", "cached_score", "evaluate_heldout", "heldout_block", "heldout_data",

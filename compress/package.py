@@ -16,29 +16,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, JobConfig, config_hash, from_mapping, load_config
+from .artifacts import config_hash
+from .config import JobConfig
 
-__all__ = ["DEFAULT_MODEL_NAME", "PackageError", "describe", "export_variants", "load_run_config", "package",
-           "resolve_trial"]
+__all__ = ["DEFAULT_MODEL_NAME", "PackageError", "describe", "export_variants", "package", "resolve_trial"]
 
 DEFAULT_MODEL_NAME = "compress-model"  # what serve/service.py and bentofile.yaml serve unless told otherwise
 
 
 class PackageError(ValueError):
     """The trial or scenario cannot be packaged; the message says why and what to pick instead."""
-
-
-def load_run_config(run: str | Path) -> JobConfig:
-    """The resolved config of a run directory (runs/<name>/config.json), or a YAML job config."""
-    path = Path(run)
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
-        return load_config(path)
-    resolved = path / "config.json"
-    if not resolved.is_file():
-        raise ConfigError(f"{str(run)!r} is not a run directory (no config.json); give runs/<name> or the job's "
-                          "YAML config")
-    raw = json.loads(resolved.read_text())
-    return from_mapping(raw, config_path=raw.pop("config_path", None))
 
 
 def resolve_trial(cfg: JobConfig, trial: int | None = None, scenario: str | None = None,

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import DistillConfig, JobConfig, config_hash, to_dict, write_json
+from .artifacts import config_hash, write_json
+from .config import DistillConfig, JobConfig, to_dict
 from .data import TaskData, prepare_task_data
 from .distill import TrainResult, train
 from .env import environment

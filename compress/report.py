@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 from optuna.trial import TrialState
 
-from .config import JobConfig, config_hash
+from .artifacts import config_hash, write_text
+from .config import JobConfig
 
 __all__ = ["QA_CATEGORIES", "build_report", "heldout_note", "importances", "preferred_values", "qa_error_table",
            "scenario_rows"]
@@ -731,9 +732,7 @@ thresholds.</p>
 </body></html>
 """
     html_path = out / "report.html"
-    tmp = html_path.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(html_path)
+    write_text(html_path, page)
 
     # ---------------------------------------------------------------- report.md
     def images(section: str) -> str:
@@ -757,6 +756,6 @@ thresholds.</p>
                _md_table(*tables["qa"]), "", images("qa"), ""]
     md += ["## How this report was made", "", _md_table(*tables["provenance"]), ""]
     md_path = out / "report.md"
-    md_path.write_text("\n".join(md))
+    write_text(md_path, "\n".join(md))
     return html_path, md_path
 

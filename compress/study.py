@@ -34,7 +34,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import JobConfig, to_dict, write_json
+from .artifacts import atomic_write, write_json
+from .config import JobConfig, to_dict
 from .distill import StopTraining, TrainingDiverged
 from .space import SearchSpace
 
@@ -652,16 +653,18 @@ def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
     cols = ["number", "state", "baseline", "feasible", "metric", "value", *MEASURES, "latency_p90_ms", "precision",
             "distill_s", "evaluate_s", "export_s", "variant_s", "measure_s", "total_s", "steps", "total_steps",
             "reason", "params_searched", "dir"]
-    tmp = cpath.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for t in trials:
-            rec = trial_record(t, objectives)
-            rec.update(rec.get("timings") or {})
-            rec["params_searched"] = json.dumps(rec["params_searched"])
-            w.writerow(rec)
-    tmp.replace(cpath)
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            for t in trials:
+                rec = trial_record(t, objectives)
+                rec.update(rec.get("timings") or {})
+                rec["params_searched"] = json.dumps(rec["params_searched"])
+                w.writerow(rec)
+
+    atomic_write(cpath, write_csv)
     return fpath, cpath
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import write_json
+from .artifacts import write_json
 from .measure import onnx_size
 
 __all__ = ["PRECISIONS", "Variant", "VariantError", "make_variant", "compare_onnx", "measure_variants"]

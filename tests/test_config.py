@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compress.artifacts import config_hash
 from compress.config import (
     ConfigError,
     DataConfig,
@@ -21,7 +22,6 @@ from compress.config import (
     TaskConfig,
     TeacherConfig,
     TrainConfig,
-    config_hash,
     from_mapping,
     load_config,
     to_dict,

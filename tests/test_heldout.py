@@ -231,7 +231,7 @@ def test_package_carries_the_test_figures_of_the_packaged_file(study_run, tmp_pa
 
     cfg, _ = study_run
     doc = json.loads((cfg.run_dir / "frontier.json").read_text())
-    code = ("import json, sys; from compress.package import describe, load_run_config, package; "
+    code = ("import json, sys; from compress.config import load_run_config; from compress.package import describe, package; "
             "res = package(load_run_config(sys.argv[1]), trial=0, progress=False); "
             "print(json.dumps({'meta': res['meta'], 'text': describe(res['meta'])}, default=str))")
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from ..config import JobConfig, SourceConfig, TaskConfig, to_dict, write_json
+from ..artifacts import atomic_write, write_json
+from ..config import JobConfig, SourceConfig, TaskConfig, to_dict
 from .loaders import (
     DataError, TextExample, file_fingerprint, load_qa_examples, load_text_examples,
     resolve_source_path,
@@ -112,10 +113,7 @@ def _cache_key(parts: dict[str, Any]) -> str:
 
 def save_atomic(arrays: dict[str, np.ndarray], path: Path) -> None:
     """Write arrays as safetensors via a temporary file: parallel workers never read half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp)))
 
 
 def _cached(cache_dir: Path, key: str, build) -> dict[str, np.ndarray]:

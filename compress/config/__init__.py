@@ -1,0 +1,37 @@
+"""The job config: the typed, frozen schema (schema.py, search.py), and loading it from YAML (load.py).
+
+Light on purpose (PyYAML only): the data loaders and the HTTP service import it.
+"""
+
+from .errors import ConfigError, invalid
+from .load import build, from_mapping, load_config, load_run_config, to_dict
+from .schema import (
+    AgoraConfig, DataConfig, DistillConfig, JobConfig, SourceConfig, SplitConfig, TaskConfig, TeacherConfig,
+    ThetaConfig, TrainConfig,
+)
+from .search import EarlyStopConfig, FptasConfig, LatencyConfig, ReportConfig, SearchConfig
+
+__all__ = [
+    "AgoraConfig",
+    "ConfigError",
+    "DataConfig",
+    "DistillConfig",
+    "EarlyStopConfig",
+    "FptasConfig",
+    "JobConfig",
+    "LatencyConfig",
+    "ReportConfig",
+    "SearchConfig",
+    "SourceConfig",
+    "SplitConfig",
+    "TaskConfig",
+    "TeacherConfig",
+    "ThetaConfig",
+    "TrainConfig",
+    "build",
+    "from_mapping",
+    "invalid",
+    "load_config",
+    "load_run_config",
+    "to_dict",
+]

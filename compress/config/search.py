@@ -1,0 +1,121 @@
+"""The search:, fptas: and report: sections of a job config: typed, frozen, one comment per default."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import invalid
+
+__all__ = ["EarlyStopConfig", "FptasConfig", "LatencyConfig", "ReportConfig", "SearchConfig"]
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """How latency is measured with ONNX Runtime on the exported file, for every trial."""
+
+    batch_size: int = 1  # requests served one at a time, the usual online case
+    seq_len: int | Literal["eval"] = 128  # fixed length, or "eval": batches of the eval set at their own lengths
+    threads: int = 2  # intra-op threads; fixed so trials compare
+    warmup: int = 10  # calls discarded before timing
+    repeats: int = 50  # timed calls; median and p90 are reported
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.threads < 1 or self.repeats < 1 or self.warmup < 0:
+            raise invalid("search.latency", (self.batch_size, self.threads, self.warmup, self.repeats),
+                        "batch_size, threads and repeats must be positive and warmup not negative")
+        if isinstance(self.seq_len, int) and not 1 <= self.seq_len <= 4096:
+            raise invalid("search.latency.seq_len", self.seq_len, "must be between 1 and 4096, or 'eval'")
+
+
+@dataclass(frozen=True)
+class EarlyStopConfig:
+    """Stops a trial whose metric is hopelessly below a threshold (see compress/search/study.py for the rule)."""
+
+    enabled: bool = True
+    min_fraction: float = 0.3  # no trial is judged before this share of its training steps
+    margin: float | None = None  # how far below the threshold is hopeless, in metric units; None: 10% of it
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_fraction <= 1.0:
+            raise invalid("search.early_stopping.min_fraction", self.min_fraction, "must be in [0, 1]")
+        if self.margin is not None and not (math.isfinite(self.margin) and self.margin >= 0):
+            raise invalid("search.early_stopping.margin", self.margin, "must be a finite number >= 0, or null")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The multi-objective study: what is searched, what is optimised, what must hold, where it is stored."""
+
+    n_trials: int = 30  # completed trials to reach, the baseline included; a resumed study runs only the rest
+    sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
+    seed: int = 0  # seeds the sampler: same seed, same suggestions
+    objectives: tuple[str, ...] = ("metric", "params", "latency_ms")  # metric (max); params, latency_ms, size_mb (min)
+    constraints: tuple[str, ...] = ()  # e.g. "accuracy >= 0.8", "latency_ms <= 4"; infeasible trials never enter the frontier
+    space: dict[str, Any] = field(default_factory=dict)  # parameter -> {type, low, high, step, choices}
+    storage: str | None = None  # None: sqlite file in the run directory; any SQLAlchemy URL; or journal:PATH
+    study_name: str | None = None  # None: the job's name
+    baseline: bool = True  # run the DistilBERT-style baseline first and mark it
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    early_stopping: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    export_atol: float = 1e-3  # largest |ONNX - PyTorch| output difference accepted; more fails the trial
+    precision: Literal["fp32", "optimized", "int8"] = "fp32"  # the variant trials deploy and measure, unless searched
+    heartbeat_interval: float = 10.0  # seconds between a running trial's heartbeats
+    grace_period: float = 60.0  # a running trial silent this long is taken as dead and re-run
+    max_failed_trials: int | None = None  # stop the study after this many failed trials; None: n_trials
+    warn_infeasible_after: int = 5  # status warns when the first K completed trials are all infeasible
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise invalid("search.n_trials", self.n_trials, "must be at least 1")
+        if not self.objectives:
+            raise invalid("search.objectives", [], "name at least one objective")
+        if self.grace_period <= self.heartbeat_interval:
+            raise invalid("search.grace_period", self.grace_period,
+                        f"must be longer than heartbeat_interval ({self.heartbeat_interval})")
+
+
+@dataclass(frozen=True)
+class FptasConfig:
+    """`compress fptas`: the candidate grid, how long each trains on the surrogate error, how many go on."""
+
+    depths: tuple[int, ...] = (2, 3, 4)
+    heads: tuple[int, ...] = (4, 8)
+    hidden_sizes: tuple[int, ...] = (256, 384)  # each must be divisible by each head count it is paired with
+    intermediate_sizes: tuple[int, ...] = (768, 1536)
+    steps: int = 150  # optimiser steps per candidate on the surrogate error (KL to the maximum point, T = 1)
+    eval_rows: int = 500  # held-out eval rows the surrogate error is measured on
+    alpha: float = 1.0  # W-coefficient: how strongly relative error counts against size and speed
+    top_k: int = 1  # best candidates handed to full distillation
+    # calibrate: distill every candidate fully (costly), fit how the surrogate error maps to the real error and
+    # report, for each of calibration_alphas, which candidate W puts first and what it really scores
+    calibrate: bool = False
+    calibration_alphas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+
+    def __post_init__(self) -> None:
+        if not self.calibration_alphas or any(not (math.isfinite(a) and a > 0) for a in self.calibration_alphas):
+            raise invalid("fptas.calibration_alphas", list(self.calibration_alphas), "give positive numbers")
+        for key in ("depths", "heads", "hidden_sizes", "intermediate_sizes"):
+            values = getattr(self, key)
+            if not values or any(v < 1 for v in values):
+                raise invalid(f"fptas.{key}", list(values), "give a non-empty list of positive whole numbers")
+        if self.steps < 1 or self.eval_rows < 1 or self.top_k < 0:
+            raise invalid("fptas.steps/eval_rows/top_k", (self.steps, self.eval_rows, self.top_k),
+                        "steps and eval_rows must be >= 1, top_k >= 0")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise invalid("fptas.alpha", self.alpha, "must be a positive number")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What `compress report` shows beyond the study itself."""
+
+    within_points: float = 1.0  # scenario "fastest within X points of the teacher's metric"
+    curves_of: tuple[int, ...] = ()  # trials whose training curves to plot; () plots the scenario picks
+    mostly_correct_f1: float = 0.5  # QA error analysis: F1 at or above this (but not exact) is "mostly correct"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.within_points) and self.within_points >= 0):
+            raise invalid("report.within_points", self.within_points, "must be a finite number >= 0 (metric points)")
+        if not 0.0 < self.mostly_correct_f1 < 1.0:
+            raise invalid("report.mostly_correct_f1", self.mostly_correct_f1, "must be between 0 and 1")
