@@ -89,8 +89,8 @@ def _test_accuracy(cfg_raw: dict, model_dir: Path, test: Path) -> float:
     from transformers import AutoModelForSequenceClassification
 
     from compress.data import prepare_task_data
-    from compress.inference import evaluate_model
-    from compress.teacher import load_tokenizer
+    from compress.model.inference import evaluate_model
+    from compress.model.teacher import load_tokenizer
 
     raw = json.loads(json.dumps(cfg_raw))
     raw["data"]["eval"] = {"path": str(test), "format": "tsv"}
@@ -103,9 +103,9 @@ def _test_accuracy(cfg_raw: dict, model_dir: Path, test: Path) -> float:
 def run_case(label: str, task: str, n_train: int, n_val: int, teacher: str, epochs: float, max_len: int,
              thetas: list[dict], iterations: int, mistakes_from_train: bool = False,
              theta_arm: bool = False) -> dict:
-    from compress.agora import run_agora
-    from compress.pipeline import distill_student, finetune_teacher, load_context
-    from compress.student import StudentSpec
+    from compress.distill.agora import run_agora
+    from compress.distill.jobs import distill_student, finetune_teacher, load_context
+    from compress.model.student import StudentSpec
 
     train, val = _split_files(task, n_train, n_val)
     test = SHARED / task / "dev.tsv"

@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import teacher_and_context, write_results  # noqa: E402
 
 from compress.config import load_config, to_dict  # noqa: E402
-from compress.measure import torch_latency  # noqa: E402
-from compress.pipeline import distill_student  # noqa: E402
-from compress.student import StudentSpec  # noqa: E402
+from compress.deploy.measure import torch_latency  # noqa: E402
+from compress.distill.jobs import distill_student  # noqa: E402
+from compress.model.student import StudentSpec  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "sst2.yaml"
 

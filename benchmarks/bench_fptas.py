@@ -5,7 +5,7 @@ Uses the search benchmark's config (same 3,000 training rows, dev set, latency p
 candidate compares with the frontier of runs/search-sst2-tpe. Full distillation uses the distillation settings of
 the search's knee (trial 25: alpha_ce 0.6, temperature 2, learning rate 3e-4), so the comparison is about the
 architecture FPTAS picks. With --calibrate (the default of `make bench-fptas`) every candidate of the grid is
-distilled fully, and the table shows what each alpha of the W-coefficient would put first (compress.fptas.calibrate).
+distilled fully, and the table shows what each alpha of the W-coefficient would put first (compress.search.fptas.calibrate).
 Writes benchmarks/results/<name>.{json,md} and, when calibrating, <name>-calibration.png.
 """
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 from common import write_results  # noqa: E402
 
 from compress.config import FptasConfig, load_config  # noqa: E402
-from compress.fptas import calibration_markdown, ranking_markdown, run_fptas  # noqa: E402
+from compress.search.fptas import calibration_markdown, ranking_markdown, run_fptas  # noqa: E402
 
 
 def main() -> None:

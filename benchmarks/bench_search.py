@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
 
 from compress.config import load_config  # noqa: E402
-from compress.study import frontier, open_study, run_worker, study_summary, trial_record, write_outputs  # noqa: E402
+from compress.search.study import frontier, open_study, run_worker, study_summary, trial_record, write_outputs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "search-sst2.yaml"
@@ -28,7 +28,7 @@ CONFIG = HERE / "configs" / "search-sst2.yaml"
 def _ensure_teacher(cfg) -> None:
     if Path(cfg.teacher.model, "config.json").is_file():
         return
-    from compress.pipeline import finetune_teacher
+    from compress.distill.jobs import finetune_teacher
 
     finetune_teacher(load_config(HERE / "configs" / "sst2.yaml"), force=True)
 
@@ -40,8 +40,8 @@ def remeasure_latency(cfg, study) -> tuple[dict[int, float], float]:
     from optuna.trial import TrialState
 
     from compress.data import prepare_task_data
-    from compress.study import latency
-    from compress.teacher import load_tokenizer
+    from compress.search.study import latency
+    from compress.model.teacher import load_tokenizer
 
     data = prepare_task_data(cfg, load_tokenizer(str(cfg.run_dir / "teacher_onnx")))
 

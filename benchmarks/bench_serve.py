@@ -39,7 +39,7 @@ RUN = ROOT / "runs" / "search-sst2-tpe"
 
 def _pick_students(doc: dict, count: int) -> list[dict]:
     """The scenario picks (knee, retain-size, retain-metric, fastest within 1 point), then the rest by metric."""
-    from compress.scenarios import SCENARIOS, ScenarioError, pick
+    from compress.search.scenarios import SCENARIOS, ScenarioError, pick
 
     chosen: dict[int, dict] = {}
     for scenario in SCENARIOS:
@@ -57,10 +57,10 @@ def variant_table(cfg, students: list[dict], batches=(1, 8), seq_len: int = 128)
     from transformers import AutoModelForSequenceClassification
 
     from compress.data import prepare_task_data
-    from compress.measure import onnx_latency, torch_latency
-    from compress.study import latency
-    from compress.teacher import load_tokenizer
-    from compress.variants import measure_variants
+    from compress.deploy.measure import onnx_latency, torch_latency
+    from compress.search.study import latency
+    from compress.model.teacher import load_tokenizer
+    from compress.deploy.variants import measure_variants
 
     rows = []
     teacher_dir = RUN / "teacher_onnx"
@@ -81,7 +81,7 @@ def variant_table(cfg, students: list[dict], batches=(1, 8), seq_len: int = 128)
         variants = measure_variants(trial_dir, data, lambda p: latency(p, data.eval, cfg), threads=2)
         torch_model = AutoModelForSequenceClassification.from_pretrained(m["torch"]).eval()
         params = m["params"] or sum(p.numel() for p in torch_model.parameters())
-        from compress.inference import evaluate_model
+        from compress.model.inference import evaluate_model
 
         torch_metric = evaluate_model(torch_model, data)[0]["accuracy"]
         row = {"model": m["name"], "params": params, "spec": m.get("spec"), "runtimes": []}
@@ -188,7 +188,7 @@ def _batch_metrics(url: str) -> dict:
 
 def serve_table(cfg, student: dict, texts: list[str], levels=(1, 8, 32), max_requests: int = 1500,
                 max_seconds: float = 30.0) -> dict:
-    from compress.package import package
+    from compress.deploy.package import package
 
     res = package(cfg, trial=student["number"], precision="int8", progress=False)
     logs = ROOT / "runs" / "bench-serve"

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import teacher_and_context, write_results  # noqa: E402
 
 from compress.config import load_config, to_dict  # noqa: E402
-from compress.pipeline import distill_student  # noqa: E402
-from compress.student import StudentSpec  # noqa: E402
+from compress.distill.jobs import distill_student  # noqa: E402
+from compress.model.student import StudentSpec  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "squad2.yaml"
 KEYS = ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1",

@@ -32,7 +32,7 @@ def teacher_and_context(cfg, fresh: bool = False):
     """The run's fine-tuned teacher (trained now unless already there) and the students' shared context."""
     import shutil
 
-    from compress.pipeline import finetune_teacher, load_context
+    from compress.distill.jobs import finetune_teacher, load_context
 
     if fresh and cfg.run_dir.exists():
         shutil.rmtree(cfg.run_dir)

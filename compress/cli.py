@@ -1,7 +1,7 @@
 """Command line: a thin layer over the jobs in pipeline.py. Run `compress --help`.
 
 Every expected failure (config, data, teacher, divergence) prints one clear line and exits non-zero. `teacher`,
-`distill`, `agora`, `fptas` and `search` first run the checks of `compress validate` (compress/validate.py), so a
+`distill`, `agora`, `fptas` and `search` first run the checks of `compress validate` (compress/validate/checks.py), so a
 mistake anywhere in the job is reported in seconds, before featurisation or teacher inference.
 """
 
@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 def _cmd_teacher(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .pipeline import finetune_teacher
+    from .distill.jobs import finetune_teacher
 
     cfg = load_config(args.config)
     _preflight(cfg, "teacher")
@@ -34,13 +34,13 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
 
 def _preflight(cfg, command: str, student: str | None = None) -> None:
     """The checks of `compress validate`, before any featurisation or teacher inference (ValidationError: exit 2)."""
-    from .validate import preflight
+    from .validate.checks import preflight
 
     preflight(cfg, command, student=student)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .validate import format_report, validate_file
+    from .validate.checks import format_report, validate_file
 
     report, cfg = validate_file(args.config)
     if args.json:
@@ -51,7 +51,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _student_spec(cfg, spec_path: str | None, teacher_layers: int):
-    from .student import StudentSpec, configured_spec_fields
+    from .model.student import StudentSpec, configured_spec_fields
 
     if spec_path:
         return StudentSpec.load(spec_path)
@@ -63,7 +63,7 @@ def _student_spec(cfg, spec_path: str | None, teacher_layers: int):
 
 def _cmd_distill(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .pipeline import distill_student, load_context
+    from .distill.jobs import distill_student, load_context
 
     cfg = load_config(args.config)
     _preflight(cfg, "distill", args.student)
@@ -76,9 +76,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_agora(args: argparse.Namespace) -> int:
-    from .agora import run_agora
+    from .distill.agora import run_agora
     from .config import load_config
-    from .pipeline import load_context
+    from .distill.jobs import load_context
 
     cfg = load_config(args.config)
     _preflight(cfg, "agora", args.student)
@@ -100,7 +100,7 @@ def _cmd_fptas(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .config import load_config
-    from .fptas import W_DEFINITION, run_fptas
+    from .search.fptas import W_DEFINITION, run_fptas
 
     cfg = load_config(args.config)
     over = {k: v for k, v in (("top_k", args.top_k), ("steps", args.steps), ("alpha", args.alpha)) if v is not None}
@@ -155,8 +155,8 @@ def _print_student(m: dict, out: Path) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_config
     from .demo import demo_config
-    from .pipeline import finetune_teacher
-    from .study import open_study, run_worker, write_outputs
+    from .distill.jobs import finetune_teacher
+    from .search.study import open_study, run_worker, write_outputs
 
     path = demo_config(args.output_dir)
     print(f"demo: generated data and config in {path.parent} (data set 'generated-sentiment', made by this project)")
@@ -170,7 +170,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     write_outputs(cfg, open_study(cfg, create=False))
     _cmd_status(argparse.Namespace(run=str(cfg.run_dir), json=False))
     print(f"outputs: {cfg.run_dir}/frontier.json, {cfg.run_dir}/trials.csv, {cfg.run_dir}/trials/<n>/")
-    from .package import describe, package
+    from .deploy.package import describe, package
 
     res = package(cfg, scenario="knee", progress=False)
     print(f"packaged the frontier's knee as {res['tag']} (BentoML model store): {describe(res['meta'])}")
@@ -182,7 +182,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .config import load_config
-    from .study import run_search, run_worker, write_outputs, open_study
+    from .search.study import run_search, run_worker, write_outputs, open_study
 
     cfg = load_config(args.config)
     if args.threads:
@@ -204,7 +204,7 @@ def _load_run_config(run: str):
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .package import export_variants, resolve_trial
+    from .deploy.package import export_variants, resolve_trial
 
     cfg = _load_run_config(args.run)
     rec = resolve_trial(cfg, args.trial, args.pick, args.within)
@@ -223,7 +223,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
-    from .package import describe, package
+    from .deploy.package import describe, package
 
     cfg = _load_run_config(args.run)
     res = package(cfg, args.trial, args.pick, args.within, args.precision, args.name)
@@ -254,7 +254,7 @@ def _fmt(v, spec: str = ".4f") -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .study import study_summary
+    from .search.study import study_summary
 
     cfg = _load_run_config(args.run)
     s = study_summary(cfg)
@@ -282,7 +282,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from .report.page import build_report
 
     cfg = _load_run_config(args.run)
     html_path, md_path = build_report(cfg, args.out)
@@ -292,8 +292,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_trials(args: argparse.Namespace) -> int:
-    from .query import filter_trials, format_trials
-    from .study import open_study, trial_record
+    from .search.query import filter_trials, format_trials
+    from .search.study import open_study, trial_record
 
     cfg = _load_run_config(args.run)
     study = open_study(cfg, create=False)
@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         which = e.add_mutually_exclusive_group(required=True)
         which.add_argument("--trial", type=int, help="trial number")
         which.add_argument("--pick", choices=["retain-size", "retain-metric", "fastest", "knee"],
-                           help="the frontier point a scenario picks (see compress.scenarios)")
+                           help="the frontier point a scenario picks (see compress.search.scenarios)")
         e.add_argument("--within", type=float, default=1.0,
                        help="--pick fastest: points of the teacher's metric you may give up (default 1)")
         if name == "export":
@@ -402,13 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()  # e.g. the SDPA fallback note when measuring head importance
     from .config import ConfigError
     from .data import DataError
-    from .distill import TrainingDiverged
-    from .package import PackageError
-    from .query import QueryError
-    from .scenarios import ScenarioError
-    from .study import SearchError
-    from .teacher import TeacherError
-    from .variants import VariantError
+    from .distill.loop import TrainingDiverged
+    from .deploy.package import PackageError
+    from .search.query import QueryError
+    from .search.scenarios import ScenarioError
+    from .search.study import SearchError
+    from .model.teacher import TeacherError
+    from .deploy.variants import VariantError
 
     try:
         return args.func(args)

@@ -167,7 +167,7 @@ def load_runtime(path: str | Path, threads: int = 2) -> ModelRuntime:
     """Load a packaged folder: compress.json, the tokenizer (JSON/text files) and model.onnx."""
     from transformers import AutoTokenizer
 
-    from compress.onnxrt import onnx_session
+    from compress.deploy.onnxrt import onnx_session
 
     path = Path(path)
     meta_file = path / META_FILE

@@ -1,4 +1,4 @@
-"""Tests for compress.evaluate: hand-worked metric values, scipy/sklearn agreement, and
+"""Tests for compress.model.metrics: hand-worked metric values, scipy/sklearn agreement, and
 key-for-key equality of squad_evaluate with the official SQuAD 2.0 script (tests/reference)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from compress.evaluate import (
+from compress.model.metrics import (
     SquadGold,
     accuracy,
     classification_metrics,

@@ -9,8 +9,8 @@ import onnx
 import pytest
 import torch
 
-from compress.export import ExportMismatch, export_onnx, validate_onnx
-from compress.student import Importance, StudentSpec, build_student
+from compress.deploy.export import ExportMismatch, export_onnx, validate_onnx
+from compress.model.student import Importance, StudentSpec, build_student
 from tests.conftest import tiny_config
 
 OUTPUTS = {"classification": ("logits",), "pair_classification": ("logits",), "regression": ("logits",),

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from compress import heldout
+from compress.search import heldout
 from compress.config import from_mapping
 from compress.data.split import example_id
-from compress.inference import evaluate_onnx
-from compress.pipeline import finetune_teacher
-from compress.report import build_report
-from compress.study import open_study, run_worker
+from compress.model.inference import evaluate_onnx
+from compress.distill.jobs import finetune_teacher
+from compress.report.page import build_report
+from compress.search.study import open_study, run_worker
 from tests.conftest import job_config, write_sentiment_tsv, write_squad
 
 SPACE = {"num_layers": {"type": "int", "low": 1, "high": 2},
@@ -196,9 +196,9 @@ def test_squad2_test_is_scored_at_the_eval_threshold(monkeypatch, tmp_path):
 
 def test_squad2_held_out_file_from_data_test(tmp_path, tiny_base):
     """QA with a data.test source: the exported teacher scored on test at the serving threshold of eval."""
-    from compress.export import export_onnx
-    from compress.inference import score_outputs, onnx_session, predict_onnx
-    from compress.variants import serving_threshold
+    from compress.deploy.export import export_onnx
+    from compress.model.inference import score_outputs, onnx_session, predict_onnx
+    from compress.deploy.variants import serving_threshold
 
     raw = job_config(tmp_path, {"type": "qa"}, str(write_squad(tmp_path / "tr.json")),
                      str(write_squad(tmp_path / "dev.json")), tiny_base)
@@ -231,7 +231,7 @@ def test_package_carries_the_test_figures_of_the_packaged_file(study_run, tmp_pa
 
     cfg, _ = study_run
     doc = json.loads((cfg.run_dir / "frontier.json").read_text())
-    code = ("import json, sys; from compress.config import load_run_config; from compress.package import describe, package; "
+    code = ("import json, sys; from compress.config import load_run_config; from compress.deploy.package import describe, package; "
             "res = package(load_run_config(sys.argv[1]), trial=0, progress=False); "
             "print(json.dumps({'meta': res['meta'], 'text': describe(res['meta'])}, default=str))")
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compress.losses import hard_loss, hidden_mse, qa_soft_kl, regression_soft, soft_kl
+from compress.distill.losses import hard_loss, hidden_mse, qa_soft_kl, regression_soft, soft_kl
 
 
 def test_soft_kl_is_zero_when_student_equals_teacher():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from compress.data import Split
-from compress.measure import eval_length_batches, onnx_latency, onnx_size
+from compress.deploy.measure import eval_length_batches, onnx_latency, onnx_size
 from tests.conftest import tiny_config
 
 SUMMARY = ("median_ms", "p90_ms", "mean_ms", "min_ms", "max_ms")
@@ -20,7 +20,7 @@ SUMMARY = ("median_ms", "p90_ms", "mean_ms", "min_ms", "max_ms")
 def onnx_path(tmp_path_factory, tokenizer) -> Path:
     from transformers import BertForSequenceClassification
 
-    from compress.export import export_onnx
+    from compress.deploy.export import export_onnx
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("measure")

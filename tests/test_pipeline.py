@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from compress.config import from_mapping
-from compress.distill import TrainingDiverged
-from compress.pipeline import distill_student, finetune_teacher, load_context
-from compress.student import StudentSpec, model_param_count
+from compress.distill.loop import TrainingDiverged
+from compress.distill.jobs import distill_student, finetune_teacher, load_context
+from compress.model.student import StudentSpec, model_param_count
 from tests.conftest import (
     ROOT, job_config, write_pairs_jsonl, write_regression_csv, write_sentiment_tsv, write_squad,
 )
@@ -168,7 +168,7 @@ def test_cli_teacher_then_distill_with_spec_file(tmp_path, tiny_base):
 def test_teacher_outputs_are_computed_once_and_cached(tmp_path, tiny_base, monkeypatch):
     import numpy as np
 
-    import compress.teacher as teacher_mod
+    import compress.model.teacher as teacher_mod
 
     task, train, dev, _ = _task_case("classification", tmp_path)
     cfg = from_mapping(job_config(tmp_path, task, train, dev, tiny_base))

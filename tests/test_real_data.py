@@ -8,9 +8,9 @@ import numpy as np
 
 from compress.config import from_mapping
 from compress.data import prepare_task_data
-from compress.inference import score_outputs
-from compress.pipeline import distill_student, finetune_teacher, load_context
-from compress.student import StudentSpec
+from compress.model.inference import score_outputs
+from compress.distill.jobs import distill_student, finetune_teacher, load_context
+from compress.model.student import StudentSpec
 from tests.conftest import shared
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compress.scenarios import ScenarioError, pick, points
+from compress.search.scenarios import ScenarioError, pick, points
 
 
 def _rec(n, value, params, latency, metric="accuracy"):

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from compress.config import from_mapping
-from compress.pipeline import finetune_teacher
-from compress.study import run_worker
+from compress.distill.jobs import finetune_teacher
+from compress.search.study import run_worker
 from serve.launch import LocalServer
 from tests.conftest import ROOT, job_config, write_sentiment_tsv, write_squad
 
@@ -80,8 +80,8 @@ def Server(home: Path, target: str, env: dict[str, str] | None = None) -> LocalS
 def _offline(entry: dict):
     """The packaged ONNX file scored by offline evaluation (as the search and `compress package` do)."""
     from compress.data import prepare_task_data
-    from compress.inference import evaluate_onnx
-    from compress.teacher import load_tokenizer
+    from compress.model.inference import evaluate_onnx
+    from compress.model.teacher import load_tokenizer
 
     cfg = entry["cfg"]
     data = prepare_task_data(cfg, load_tokenizer(str(entry["folder"])))

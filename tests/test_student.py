@@ -9,7 +9,7 @@ from transformers import (
     BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel, DistilBertConfig,
 )
 
-from compress.student import (
+from compress.model.student import (
     Importance, StudentSpec, build_student, measure_importance, model_param_count, param_count, teacher_layers,
 )
 from tests.conftest import tiny_config

@@ -22,9 +22,9 @@ import yaml
 from optuna.trial import TrialState
 
 from compress.config import from_mapping
-from compress.pipeline import finetune_teacher
-from compress.space import SearchSpace, SearchSpaceError
-from compress.study import frontier, open_study, parse_constraint, run_worker, study_summary
+from compress.distill.jobs import finetune_teacher
+from compress.search.space import SearchSpace, SearchSpaceError
+from compress.search.study import frontier, open_study, parse_constraint, run_worker, study_summary
 from tests.conftest import ROOT, job_config, tiny_config, write_sentiment_tsv
 
 SPACE = {
@@ -162,8 +162,8 @@ def test_infeasible_trials_never_enter_the_frontier(trained):
 
 
 def test_diverging_trial_is_recorded_failed_and_the_study_goes_on(trained, monkeypatch):
-    import compress.pipeline as pipeline
-    from compress.distill import TrainingDiverged
+    import compress.distill.jobs as pipeline
+    from compress.distill.loop import TrainingDiverged
 
     real = pipeline.distill_student
     calls = {"n": 0}

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from compress.teacher import (
+from compress.model.teacher import (
     TeacherError, check_teacher_folder, check_tokenizer, load_teacher, load_tokenizer, resolve_model,
 )
 from tests.conftest import ROOT, job_config, tiny_config, write_sentiment_tsv
@@ -55,7 +55,7 @@ def test_hub_id_is_loaded_from_the_local_cache_only(tmp_path, tiny_base):
     (tmp_path / "hub" / "models--acme--tiny-bert" / "refs").mkdir()
     (tmp_path / "hub" / "models--acme--tiny-bert" / "refs" / "main").write_text("0123abcd")
     script = textwrap.dedent("""
-        from compress.teacher import resolve_model, load_tokenizer, TeacherError
+        from compress.model.teacher import resolve_model, load_tokenizer, TeacherError
         from transformers import AutoConfig
         path = resolve_model("acme/tiny-bert")
         tok = load_tokenizer(path)

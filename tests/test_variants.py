@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from compress.config import from_mapping
-from compress.export import export_onnx
-from compress.space import SearchSpace, SearchSpaceError
-from compress.student import Importance, StudentSpec, build_student
-from compress.variants import VariantError, make_variant, measure_variants
+from compress.deploy.export import export_onnx
+from compress.search.space import SearchSpace, SearchSpaceError
+from compress.model.student import Importance, StudentSpec, build_student
+from compress.deploy.variants import VariantError, make_variant, measure_variants
 from tests.conftest import job_config, tiny_config, write_sentiment_tsv, write_squad
 
 
@@ -78,7 +78,7 @@ def test_variants_load_with_optimum_and_run_in_a_pipeline(pruned, precision, tok
     from optimum.onnxruntime import ORTModelForQuestionAnswering, ORTModelForSequenceClassification
     from transformers import pipeline
 
-    from compress.inference import onnx_session
+    from compress.model.inference import onnx_session
 
     cls_dir = make_variant(pruned / "cls-onnx", pruned / f"p-cls-{precision}", precision).dir
     model = ORTModelForSequenceClassification.from_pretrained(cls_dir)
@@ -122,9 +122,9 @@ def test_precision_must_be_categorical_from_the_known_variants(tmp_path, tiny_ba
 
 def test_precision_searched_deploys_and_measures_the_variant(tmp_path, tiny_base):
     from compress.data import prepare_task_data
-    from compress.pipeline import finetune_teacher
-    from compress.study import latency, open_study, run_worker
-    from compress.teacher import load_tokenizer
+    from compress.distill.jobs import finetune_teacher
+    from compress.search.study import latency, open_study, run_worker
+    from compress.model.teacher import load_tokenizer
 
     teacher = str(finetune_teacher(_run_cfg(tmp_path, tiny_base), progress=False))
     cfg = _run_cfg(tmp_path, teacher, space={"num_layers": {"type": "int", "low": 1, "high": 2},
@@ -149,7 +149,7 @@ def test_precision_searched_deploys_and_measures_the_variant(tmp_path, tiny_base
     assert [r["precision"] for r in saved] == ["fp32", "optimized", "int8"]
     labels = data.eval.arrays["labels"]
     for r in rows:
-        from compress.inference import onnx_session
+        from compress.model.inference import onnx_session
 
         s = onnx_session(Path(r["dir"]) / "model.onnx", 1)
         width = int(data.eval.arrays["attention_mask"].sum(1).max())  # one batch, trimmed as evaluation does
@@ -162,9 +162,9 @@ def test_precision_searched_deploys_and_measures_the_variant(tmp_path, tiny_base
 
 def test_qa_variant_records_the_no_answer_threshold(tmp_path, tiny_base):
     from compress.data import prepare_task_data
-    from compress.pipeline import finetune_teacher
-    from compress.study import latency, open_study, run_worker
-    from compress.teacher import load_tokenizer
+    from compress.distill.jobs import finetune_teacher
+    from compress.search.study import latency, open_study, run_worker
+    from compress.model.teacher import load_tokenizer
 
     teacher = str(finetune_teacher(_run_cfg(tmp_path, tiny_base, "qa"), progress=False))
     cfg = _run_cfg(tmp_path, teacher, "qa", n_trials=1, space={"num_layers": {"type": "int", "low": 1, "high": 2}})
@@ -182,7 +182,7 @@ def test_qa_variant_records_the_no_answer_threshold(tmp_path, tiny_base):
 
 def test_serving_threshold_abstains_on_all_when_that_is_best():
     from compress.data import QAPrediction
-    from compress.variants import serving_threshold
+    from compress.deploy.variants import serving_threshold
 
     preds = [QAPrediction("a", "x", 0, 1, 1.0, -0.5), QAPrediction("b", "y", 0, 1, 1.0, 0.7)]
     metrics = {"best_exact": 50.0, "best_exact_thresh": 0.0, "NoAns_total": 1, "total": 2}

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import DistillConfig, TrainConfig
-from .data import TaskData
-from .data.features import MODEL_INPUTS
-from .inference import evaluate_model
+from ..config import DistillConfig, TrainConfig
+from ..data import TaskData
+from ..data.features import MODEL_INPUTS
+from ..model.inference import evaluate_model
 from .losses import hard_loss, hidden_mse, qa_soft_kl, regression_soft, soft_kl
 
 __all__ = ["StopTraining", "TrainResult", "TrainingDiverged", "set_seed", "train"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ConfigError, FptasConfig, JobConfig, SearchConfig, load_config
+from ..config import ConfigError, FptasConfig, JobConfig, SearchConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def validate(cfg: JobConfig, command: str = "validate", student: str | None = No
 def _check_teacher(cfg: JobConfig, command: str, report: Report) -> _Teacher | None:
     from transformers import AutoConfig
 
-    from .teacher import TeacherError, load_tokenizer, resolve_model
+    from ..model.teacher import TeacherError, load_tokenizer, resolve_model
 
     run_teacher = cfg.run_dir / "teacher"
     # NOTE: as pipeline.teacher_path: a teacher fine-tuned in this run is the one every later command uses;
@@ -334,7 +334,7 @@ class _SkipCapture(logging.Handler):
 
 
 def _source_names(cfg: JobConfig, split: str) -> list[str]:
-    from .data.loaders import resolve_source_path
+    from ..data.loaders import resolve_source_path
 
     return [resolve_source_path(s.path, cfg.config_path).name or s.path for s in getattr(cfg.data, split)]
 
@@ -342,8 +342,8 @@ def _source_names(cfg: JobConfig, split: str) -> list[str]:
 def _check_data(cfg: JobConfig, command: str, report: Report, tokenizer: Any, lengths: bool) -> int | None:
     """Per split: rows, bad rows skipped, labels (or values, or questions), token lengths, duplicates across
     splits. Returns the outputs a classifier head needs (1 for regression; None for QA, or unreadable data)."""
-    from .data import DataError
-    from .data.features import load_split_examples
+    from ..data import DataError
+    from ..data.features import load_split_examples
 
     capture = _SkipCapture()
     try:
@@ -461,7 +461,7 @@ def _regression_summary(report: Report, splits: dict[str, list]) -> None:
 
 
 def _qa_summary(cfg: JobConfig, command: str, report: Report, splits: dict[str, list]) -> None:
-    from .data.qa import detect_version_2
+    from ..data.qa import detect_version_2
 
     for n in SPLITS:
         ex = splits[n]
@@ -632,7 +632,7 @@ def _answers_lost(cfg: JobConfig, tokenizer: Any, rows: list[Any], lengths: np.n
 
 def _spec_problems(spec: Any, t: Any) -> list[str]:
     """What build_student would refuse about `spec` for a teacher of config `t`, without building anything."""
-    from .student import teacher_layers
+    from ..model.student import teacher_layers
 
     problems = []
     try:
@@ -657,7 +657,7 @@ def _spec_problems(spec: Any, t: Any) -> list[str]:
 
 def _check_student(cfg: JobConfig, student: str | None, teacher: _Teacher, found: list[str]) -> Any:
     """The StudentSpec `compress distill` would build (from --student or the student: section), or None."""
-    from .student import StudentSpec, configured_spec_fields
+    from ..model.student import StudentSpec, configured_spec_fields
 
     t = teacher.config
     where = f"--student {student}" if student else "config key 'student'"
@@ -727,8 +727,8 @@ def _check_layer_map(cfg: JobConfig, command: str, teacher: _Teacher | None, spe
 
 def _check_search(cfg: JobConfig, teacher: _Teacher | None, report: Report) -> Any:
     """The search space against the teacher, the objectives and each constraint; the space, or None."""
-    from .space import SearchSpace
-    from .study import SearchError, _objectives
+    from ..search.space import SearchSpace
+    from ..search.study import SearchError, _objectives
 
     space = None
     if teacher is not None:
@@ -753,7 +753,7 @@ def _check_constraints(cfg: JobConfig, report: Report) -> None:
     """Each of search.constraints on its own, so every bad one is listed (study._constraints stops at the first)."""
     import dataclasses
 
-    from .study import SearchError, _constraints, _metric_names
+    from ..search.study import SearchError, _constraints, _metric_names
 
     names = _metric_names(cfg)
     for text in cfg.search.constraints:
@@ -767,7 +767,7 @@ def _check_constraints(cfg: JobConfig, report: Report) -> None:
 def _check_fptas(cfg: JobConfig, teacher: _Teacher | None, report: Report, constraints: bool) -> set[int] | None:
     """The candidate grid the teacher can supply (and, with `constraints`, search.constraints, which fptas checks
     the distilled top k against); the depths of the candidates that may be distilled, or None."""
-    from .fptas import candidate_grid
+    from ..search.fptas import candidate_grid
 
     if constraints:
         _check_constraints(cfg, report)

@@ -34,9 +34,9 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .artifacts import atomic_write, write_json
-from .config import JobConfig, to_dict
-from .distill import StopTraining, TrainingDiverged
+from ..artifacts import atomic_write, write_json
+from ..config import JobConfig, to_dict
+from ..distill.loop import StopTraining, TrainingDiverged
 from .space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ def _early_stopper(cfg: JobConfig, constraints: list[Constraint]):
 
 def _measure_teacher(ctx, cfg: JobConfig) -> dict[str, Any]:
     """Teacher's latency and size with the trials' protocol, measured once per run."""
-    from .export import export_onnx
+    from ..deploy.export import export_onnx
 
     path = cfg.run_dir / "cache" / "teacher-measures.json"
     if path.exists():
@@ -290,7 +290,7 @@ def _sample(ctx) -> dict[str, np.ndarray]:
 
 def latency(onnx_path: Path, eval_split, cfg: JobConfig) -> dict[str, Any]:
     """The search's latency protocol (search.latency) on one ONNX file; eval_split gives the real lengths."""
-    from .measure import eval_length_batches, onnx_latency
+    from ..deploy.measure import eval_length_batches, onnx_latency
 
     lc = cfg.search.latency
     inputs = None
@@ -303,8 +303,8 @@ def latency(onnx_path: Path, eval_split, cfg: JobConfig) -> dict[str, Any]:
 def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, objectives, constraints,
               workers: int = 1) -> list[float]:
     """Build, distill, evaluate, export (validated), measure; everything lands on the trial and its folder."""
-    from .export import export_onnx
-    from .pipeline import distill_student
+    from ..deploy.export import export_onnx
+    from ..distill.jobs import distill_student
 
     t_start = time.perf_counter()
     values = space.suggest(trial)
@@ -315,7 +315,7 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("state", "running")
     if cfg.finetune == "agora":  # Θ supplies learning rate, weight decay, warm-up and seed; no early stopping
-        from .agora import run_agora
+        from ..distill.agora import run_agora
 
         run_agora(ctx, spec, trial_dir / "model", distill=distill, progress=False)
         m = json.loads((trial_dir / "model" / "metrics.json").read_text())
@@ -334,8 +334,8 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     metric_source = "PyTorch on the full eval split; the fp32 ONNX file matches it within search.export_atol"
     t_variant = 0.0
     if precision != "fp32":
-        from .inference import evaluate_onnx
-        from .variants import make_variant, variant_dir
+        from ..model.inference import evaluate_onnx
+        from ..deploy.variants import make_variant, variant_dir
 
         t0 = time.perf_counter()
         variant = make_variant(trial_dir / "onnx", variant_dir(trial_dir, precision), precision,
@@ -412,7 +412,7 @@ def _enqueue_baseline(study: optuna.Study, space: SearchSpace) -> None:
 def prepare_search(cfg: JobConfig, progress: bool = True):
     """Everything trials share, made once: teacher outputs and importance, the study, the baseline, the
     teacher's measurements. Done before workers start, so they find it all cached instead of racing."""
-    from .pipeline import load_context
+    from ..distill.jobs import load_context
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ctx = load_context(cfg, progress=progress)
@@ -430,7 +430,7 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout:
     """Run trials until the study holds `n_trials` completed ones; safe to run on several machines at once.
 
     Then, when the job has a test split, score the teacher, the baseline and the frontier on it (see
-    compress.heldout) and write frontier.json again with those figures. `heldout` defaults to on for a lone
+    compress.search.heldout) and write frontier.json again with those figures. `heldout` defaults to on for a lone
     worker and off for the workers `run_search` starts (it scores once, after all of them).
     """
     ctx, space, study = prepare_search(cfg, progress)
@@ -583,7 +583,7 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
 
 def _test_figures(cfg: JobConfig) -> tuple[dict[str, Any] | None, Any]:
     """With a test split: the "splits", "split_method" and "held_out" entries of frontier.json (from split.json)
-    and a reader of cached held-out results (compress.heldout; nothing is computed here). (None, None) without."""
+    and a reader of cached held-out results (compress.search.heldout; nothing is computed here). (None, None) without."""
     if not cfg.data.has_test:
         return None, None
     from .heldout import CACHE_NAME, heldout_block, read_heldout
@@ -613,7 +613,7 @@ def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
     """frontier.json (feasible Pareto set, baseline and teacher) and trials.csv (every trial).
 
     With a test split, frontier.json also holds "splits" (rows per split) and, for the teacher, the baseline and
-    each frontier point already scored by compress.heldout, a "test" entry beside the eval metrics.
+    each frontier point already scored by compress.search.heldout, a "test" entry beside the eval metrics.
     """
     objectives = study.user_attrs.get("objectives") or [n for n, _ in _objectives(cfg)]
     directions = [d.name.lower() for d in study.directions]

@@ -3,7 +3,7 @@ teacher by letting the teacher label new examples made from the ones the student
 
 Given a student spec, the teacher, the training and validation splits, a set Θ of hyperparameter sets
 (learning rate, weight decay, warm-up proportion, seed: `agora.thetas`) and a transformation ν
-(compress.augment: word deletion, word swap, nearest-neighbour substitution in the teacher's embedding space),
+(compress.data.augment: word deletion, word swap, nearest-neighbour substitution in the teacher's embedding space),
 each iteration:
 
 1. trains one student per surviving θ, each from the same starting weights (the teacher's, by the spec), on
@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import JobConfig, ThetaConfig, to_dict
-from .scenarios import points
+from ..config import JobConfig, ThetaConfig, to_dict
+from ..search.scenarios import points
 
 __all__ = ["AgoraResult", "balance", "prune_thetas", "run_agora", "stop_reason", "wrong_examples"]
 
@@ -97,7 +97,7 @@ def wrong_examples(task_type: str, examples: list[Any], predictions: list[Any]) 
     """Examples the student gets wrong: classification by label, regression by rounded value, QA by exact match
     of the final answer (no answer counts as the empty string)."""
     if task_type == "qa":
-        from .evaluate import compute_exact
+        from ..model.metrics import compute_exact
 
         by_id = {p.qid: p for p in predictions}
         out = []
@@ -116,8 +116,8 @@ def wrong_examples(task_type: str, examples: list[Any], predictions: list[Any]) 
 
 
 def _split(ctx, name: str, examples: list[Any]):
-    from .data.features import Split, _encode_texts
-    from .data.qa import featurize_qa
+    from ..data.features import Split, _encode_texts
+    from ..data.qa import featurize_qa
 
     cfg = ctx.cfg
     if cfg.task.type == "qa":
@@ -128,7 +128,7 @@ def _split(ctx, name: str, examples: list[Any]):
 
 
 def _concat(base, new):
-    from .data.features import Split
+    from ..data.features import Split
 
     arrays = {}
     for k, v in base.arrays.items():
@@ -141,7 +141,7 @@ def _concat(base, new):
 
 def _make_new(ctx, nu, wrong: list[Any], ac, rng: np.random.Generator):
     """ν over the errors, teacher labels, balance; returns (split of new rows, teacher outputs on them)."""
-    from .inference import predict_logits
+    from ..model.inference import predict_logits
 
     made = []
     for _ in range(1 + ac.replay):
@@ -184,12 +184,12 @@ def _make_new(ctx, nu, wrong: list[Any], ac, rng: np.random.Generator):
 
 def run_agora(ctx, spec, out: Path, distill=None, progress: bool = True) -> AgoraResult:
     """Agora for one student spec on the context's data; writes `out` (model, tokenizer, metrics.json, agora.json)."""
-    from .augment import Nu
-    from .data.features import TaskData
-    from .distill import train
-    from .inference import evaluate_model
-    from .pipeline import _save_run
-    from .student import build_student, param_count
+    from ..data.augment import Nu
+    from ..data.features import TaskData
+    from .loop import train
+    from ..model.inference import evaluate_model
+    from .jobs import _save_run
+    from ..model.student import build_student, param_count
 
     cfg: JobConfig = ctx.cfg
     ac = cfg.agora

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from .data import Split
+    from ..data import Split
 
 __all__ = ["eval_length_batches", "latency_summary", "onnx_latency", "onnx_size", "torch_latency"]
 
@@ -86,7 +86,7 @@ def onnx_latency(onnx_path: str | Path, batch_size: int = 1, seq_len: int | None
     """
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
-        raise ValueError(f"ONNX model {str(onnx_path)!r} does not exist; export one with compress.export.export_onnx")
+        raise ValueError(f"ONNX model {str(onnx_path)!r} does not exist; export one with compress.deploy.export.export_onnx")
     if graph_optimization not in GRAPH_OPTIMIZATION:
         raise ValueError(f"graph_optimization={graph_optimization!r}: use one of {', '.join(GRAPH_OPTIMIZATION)}")
     if threads < 1 or warmup < 0 or repeats < 1:

@@ -9,10 +9,10 @@ frontier points at or above the baseline's metric; the values the frontier prefe
 chosen trials; and for QA, an error analysis of the chosen model by article.
 
 With a held-out test split (data.test or data.split.test), the scenario, frontier and reference tables show the eval
-metric (what the search selected on) and the test metric (never seen by the search; compress.heldout scores what is
+metric (what the search selected on) and the test metric (never seen by the search; compress.search.heldout scores what is
 missing when the report is built) in separate, labelled columns.
 
-QA error categories (per question, at the model's serving no-answer threshold, see compress.variants):
+QA error categories (per question, at the model's serving no-answer threshold, see compress.deploy.variants):
 - correct: exact match with a gold answer, or no answer where the question has none;
 - mostly correct: answered, not exact, best F1 against the gold answers >= report.mostly_correct_f1 (0.5);
 - mostly wrong: answered, F1 below that;
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 from optuna.trial import TrialState
 
-from .artifacts import config_hash, write_text
-from .config import JobConfig
+from ..artifacts import config_hash, write_text
+from ..config import JobConfig
 
 __all__ = ["QA_CATEGORIES", "build_report", "heldout_note", "importances", "preferred_values", "qa_error_table",
            "scenario_rows"]
@@ -50,12 +50,12 @@ MEASURE_LABEL = {"params": "parameters", "latency_ms": "latency (ms)", "size_mb"
 
 
 def _collect(cfg: JobConfig) -> dict[str, Any]:
-    from .study import open_study, study_summary, trial_record, write_outputs
+    from ..search.study import open_study, study_summary, trial_record, write_outputs
 
     study = open_study(cfg, create=False)
     heldout_error = None
     if cfg.data.has_test:
-        from .heldout import evaluate_heldout
+        from ..search.heldout import evaluate_heldout
 
         try:  # cached per file: only frontier points that are new since the last time are scored
             evaluate_heldout(cfg, study)
@@ -94,7 +94,7 @@ def _done(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _constraint_lines(cfg: JobConfig) -> list[tuple[str, float, str]]:
-    from .study import _constraints, _metric_names
+    from ..search.study import _constraints, _metric_names
 
     return [(c.name, float(c.value), str(c)) for c in _constraints(cfg, _metric_names(cfg))]
 
@@ -104,7 +104,7 @@ def _constraint_lines(cfg: JobConfig) -> list[tuple[str, float, str]]:
 
 
 def scenario_rows(doc: dict[str, Any], within: float) -> list[dict[str, Any]]:
-    from .scenarios import SCENARIOS, ScenarioError, pick, points
+    from ..search.scenarios import SCENARIOS, ScenarioError, pick, points
 
     base = doc.get("baseline")
     labels = {"retain-size": "retain size, maximise the metric", "retain-metric": "minimise size, retain the metric",
@@ -185,7 +185,7 @@ def preferred_values(recs: list[dict[str, Any]], doc: dict[str, Any]) -> list[di
 def qa_error_table(examples, preds: dict[str, dict[str, Any]], threshold: float | None,
                    mostly_correct_f1: float = 0.5) -> dict[str, dict[str, int]]:
     """Counts per article title and category (QA_CATEGORIES); `preds` as in predictions.json."""
-    from .evaluate import compute_exact, compute_f1
+    from ..model.metrics import compute_exact, compute_f1
 
     table: dict[str, dict[str, int]] = {}
     for ex in examples:
@@ -210,9 +210,9 @@ def qa_error_table(examples, preds: dict[str, dict[str, Any]], threshold: float 
 
 
 def _qa_analysis(cfg: JobConfig, rec: dict[str, Any]) -> dict[str, Any] | None:
-    from .data import load_qa_examples
-    from .data.qa import QAPrediction
-    from .variants import serving_threshold
+    from ..data import load_qa_examples
+    from ..data.qa import QAPrediction
+    from ..deploy.variants import serving_threshold
 
     pred_file = Path(rec["dir"]) / "model" / "predictions.json"
     if not pred_file.is_file():
@@ -605,7 +605,7 @@ def build_report(cfg: JobConfig, out_dir: str | Path | None = None) -> tuple[Pat
     """Write report.html and report.md (PNG plots in report_files/) for the run; returns both paths."""
     from plotly.offline import get_plotlyjs
 
-    from .env import environment
+    from ..env import environment
 
     t0 = time.time()
     out = Path(out_dir) if out_dir else cfg.run_dir

@@ -6,7 +6,7 @@ Procedure (`run_fptas`):
 1. Enumerate the grid of (depth, heads, hidden, intermediate) from the config's `fptas:` section, keeping
    hidden divisible by heads and every size within the teacher's.
 2. Build each candidate from the teacher's weights (layers spread evenly; narrower hidden sizes keep the
-   teacher's strongest hidden units, see compress.student) and train it for a fixed number of steps on the
+   teacher's strongest hidden units, see compress.model.student) and train it for a fixed number of steps on the
    surrogate error: the KL divergence between its output distribution (task logits; start and end for QA) and
    the maximum point's, temperature 1 (the same gradient as their cross-entropy).
 3. Measure e: the cross-entropy H(teacher, candidate) on held-out eval rows; p: the analytic parameter count
@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import config_hash, write_json
+from ..artifacts import config_hash, write_json
 
 __all__ = ["W_DEFINITION", "Candidate", "calibrate", "candidate_grid", "real_relative_error", "run_fptas",
            "spearman", "surrogate_error", "w_coefficient"]
@@ -94,9 +94,9 @@ class Candidate:
     intermediate: int
 
     def spec(self, teacher_config):
-        from .student import StudentSpec
+        from ..model.student import StudentSpec
 
-        # hidden_size set: BERT semantics, the heads split the width evenly (see compress.student)
+        # hidden_size set: BERT semantics, the heads split the width evenly (see compress.model.student)
         return StudentSpec(num_layers=self.depth, heads=self.heads, intermediate_size=self.intermediate,
                            hidden_size=self.hidden)
 
@@ -125,11 +125,11 @@ def run_fptas(cfg, progress: bool = True) -> dict[str, Any]:
 
     import torch
 
-    from .distill import train
-    from .export import export_onnx
-    from .inference import predict_logits
-    from .pipeline import distill_student, load_context
-    from .student import build_student, param_count
+    from ..distill.loop import train
+    from ..deploy.export import export_onnx
+    from ..model.inference import predict_logits
+    from ..distill.jobs import distill_student, load_context
+    from ..model.student import build_student, param_count
     from .study import _measure_teacher, _sample, latency
 
     fc = cfg.fptas
@@ -187,7 +187,7 @@ def run_fptas(cfg, progress: bool = True) -> dict[str, Any]:
     result = {"definition": W_DEFINITION, "maximum_point": {"params": p_max, "inference_ms": i_max,
                                                             "surrogate_error": e_max},
               "steps": fc.steps, "eval_rows": len(held), "alpha": fc.alpha, "ranking": rows, "distilled": []}
-    from .student import StudentSpec
+    from ..model.student import StudentSpec
 
     from .study import _constraints, _metric_names
 

@@ -5,7 +5,7 @@ each on the ONNX file that is deployed. `evaluate_heldout(cfg, study)` runs at t
 Nothing here feeds back into the search: the test split (`data.test`, or carved by `data.split.test`) is never
 used by training, early stopping, the objectives, the frontier choice, SQuAD 2.0's no-answer threshold or Agora.
 For SQuAD 2.0 the threshold is the one a server would use, chosen on the EVAL split with the same file
-(compress.variants.serving_threshold); the test split's own best threshold is recorded apart, labelled as the
+(compress.deploy.variants.serving_threshold); the test split's own best threshold is recorded apart, labelled as the
 oracle threshold on test, and is never the reported test figure.
 """
 
@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .artifacts import write_json
-from .config import JobConfig
-from .inference import evaluate_onnx
+from ..artifacts import write_json
+from ..config import JobConfig
+from ..model.inference import evaluate_onnx
 
 __all__ = ["CACHE_NAME", "ORACLE_KEYS", "cached_score", "evaluate_heldout", "heldout_block", "heldout_data",
            "onnx_sha256", "read_heldout", "score_heldout"]
@@ -36,7 +36,7 @@ def onnx_sha256(path: str | Path) -> str:
     """Content hash of an ONNX model: the .onnx file and every external data file it refers to."""
     import onnx
 
-    from .measure import _tensors
+    from ..deploy.measure import _tensors
 
     path = Path(path)
     proto = onnx.load(str(path), load_external_data=False)
@@ -75,8 +75,8 @@ def score_heldout(onnx_path: str | Path, data, threads: int = 2) -> dict[str, An
     `compress package` does); the test outputs are scored at that threshold. The best thresholds on test go to
     `oracle_threshold_on_test`, never into `metrics`.
     """
-    from .data.split import ids_hash
-    from .variants import serving_threshold
+    from ..data.split import ids_hash
+    from ..deploy.variants import serving_threshold
 
     if data.test is None:
         raise ValueError("the job has no test split (data.test or data.split.test); there is nothing held out")
@@ -97,7 +97,7 @@ def score_heldout(onnx_path: str | Path, data, threads: int = 2) -> dict[str, An
         }
         rec["eval_at_threshold"] = _numeric(_eval_at(data, eval_preds, threshold))
         rec["na_threshold_source"] = (f"best exact on the eval split ({len(data.eval.examples)} questions) with "
-                                      "this file (compress.variants.serving_threshold), as `compress package` uses")
+                                      "this file (compress.deploy.variants.serving_threshold), as `compress package` uses")
         how = f"SQuAD 2.0 no-answer threshold {threshold:.4g} chosen on eval"
     else:
         metrics, _ = evaluate_onnx(path, data, split=data.test, batch_size=BATCH_SIZE, threads=threads)
@@ -119,7 +119,7 @@ def _eval_at(data, eval_preds: list[Any], threshold: float) -> dict[str, Any]:
     figure for a SQuAD 2.0 test figure (the search's own eval metrics are at threshold 0)."""
     import numpy as np
 
-    from .evaluate import SquadGold, squad_evaluate
+    from ..model.metrics import SquadGold, squad_evaluate
 
     gold = [SquadGold(ex.qid, tuple(t for t, _ in ex.answers), ex.title) for ex in data.eval.examples]
     texts = {p.qid: p.text for p in eval_preds}
@@ -179,8 +179,8 @@ def heldout_block(rec: dict[str, Any]) -> dict[str, Any]:
 
 def heldout_data(cfg: JobConfig, study=None):
     """The job's splits, tokenized as the trials were (the tokenizer saved beside an exported ONNX file)."""
-    from .data import prepare_task_data
-    from .teacher import load_tokenizer
+    from ..data import prepare_task_data
+    from ..model.teacher import load_tokenizer
 
     folders = [cfg.run_dir / "teacher_onnx"]
     if study is not None:

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Split, TaskData, decode_qa
-from .evaluate import SquadGold, classification_metrics, regression_metrics, squad_evaluate
-from .onnxrt import onnx_session  # re-exported: sessions for evaluation and serving are made one way
+from ..data import Split, TaskData, decode_qa
+from .metrics import SquadGold, classification_metrics, regression_metrics, squad_evaluate
+from ..deploy.onnxrt import onnx_session  # re-exported: sessions for evaluation and serving are made one way
 
 __all__ = ["evaluate_model", "evaluate_onnx", "onnx_session", "output_names", "predict_logits", "predict_onnx",
            "score_outputs"]

@@ -15,8 +15,8 @@ import numpy as np
 from safetensors.numpy import load_file
 from torch import nn
 
-from .data import Split, TaskData
-from .data.features import save_atomic
+from ..data import Split, TaskData
+from ..data.features import save_atomic
 from .inference import predict_logits
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from .inference import output_names
+from ..model.inference import output_names
 
 from .measure import onnx_size
 

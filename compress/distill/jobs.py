@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .artifacts import config_hash, write_json
-from .config import DistillConfig, JobConfig, to_dict
-from .data import TaskData, prepare_task_data
-from .distill import TrainResult, train
-from .env import environment
-from .inference import evaluate_model
-from .student import StudentSpec, build_student, model_param_count, param_count, teacher_layers
-from .teacher import (
+from ..artifacts import config_hash, write_json
+from ..config import DistillConfig, JobConfig, to_dict
+from ..data import TaskData, prepare_task_data
+from .loop import TrainResult, train
+from ..env import environment
+from ..model.inference import evaluate_model
+from ..model.student import StudentSpec, build_student, model_param_count, param_count, teacher_layers
+from ..model.teacher import (
     cached_importance, check_tokenizer, load_teacher, load_tokenizer, model_fingerprint, resolve_model,
     teacher_outputs,
 )

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import write_json
+from ..artifacts import write_json
 from .measure import onnx_size
 
 __all__ = ["PRECISIONS", "Variant", "VariantError", "make_variant", "compare_onnx", "measure_variants"]
@@ -150,7 +150,7 @@ def make_variant(fp32_dir: str | Path, out_dir: str | Path, precision: str, atol
     if precision not in PRECISIONS:
         raise VariantError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
     if not (src / "model.onnx").is_file():
-        raise VariantError(f"{src} has no model.onnx; export the trial first (compress.export.export_onnx)")
+        raise VariantError(f"{src} has no model.onnx; export the trial first (compress.deploy.export.export_onnx)")
     if precision == "fp32":
         if out.resolve() != src.resolve():
             _copy_side_files(src, out)
@@ -213,7 +213,7 @@ def measure_variants(trial_dir: str | Path, data, latency_fn, precisions=PRECISI
     `latency_fn(onnx_path)` runs the latency protocol (the search's, so figures compare). Writes
     trial_dir/variants.json (rows of other precisions measured before are kept) and returns the new rows.
     """
-    from .inference import onnx_session, predict_onnx, score_outputs
+    from ..model.inference import onnx_session, predict_onnx, score_outputs
 
     trial_dir = Path(trial_dir)
     rows = []

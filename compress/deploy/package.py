@@ -2,10 +2,10 @@
 
 `export_variants(cfg, trial)` makes the fp32, optimised and int8 ONNX variants of one trial and re-measures
 each (metric on the eval set, latency with the search's protocol, size). `package(cfg, ...)` stores one variant
-of one trial (chosen by number or by a scenario, see compress.scenarios) in the local BentoML model store:
+of one trial (chosen by number or by a scenario, see compress.search.scenarios) in the local BentoML model store:
 model.onnx, config.json, tokenizer files and compress.json (task, labels, lengths, the no-answer threshold
 learnt on the eval set, and the measured figures with their methods; with a held-out test split, the packaged
-file's test metrics too, see compress.heldout). No pickled object is written.
+file's test metrics too, see compress.search.heldout). No pickled object is written.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .artifacts import config_hash
-from .config import JobConfig
+from ..artifacts import config_hash
+from ..config import JobConfig
 
 __all__ = ["DEFAULT_MODEL_NAME", "PackageError", "describe", "export_variants", "package", "resolve_trial"]
 
@@ -31,8 +31,8 @@ class PackageError(ValueError):
 def resolve_trial(cfg: JobConfig, trial: int | None = None, scenario: str | None = None,
                   within: float = 1.0) -> dict[str, Any]:
     """The trial record to package: by number, or the frontier point a scenario picks."""
-    from .scenarios import pick
-    from .study import open_study, trial_record, write_outputs
+    from ..search.scenarios import pick
+    from ..search.study import open_study, trial_record, write_outputs
 
     if (trial is None) == (scenario is None):
         raise PackageError("give exactly one of --trial N or --pick SCENARIO")
@@ -57,8 +57,8 @@ def resolve_trial(cfg: JobConfig, trial: int | None = None, scenario: str | None
 
 
 def _data(cfg: JobConfig, trial_dir: Path):
-    from .data import prepare_task_data
-    from .teacher import load_tokenizer
+    from ..data import prepare_task_data
+    from ..model.teacher import load_tokenizer
 
     return prepare_task_data(cfg, load_tokenizer(str(trial_dir / "onnx")))
 
@@ -66,7 +66,7 @@ def _data(cfg: JobConfig, trial_dir: Path):
 def export_variants(cfg: JobConfig, rec: dict[str, Any], precisions, progress: bool = True,
                     data=None) -> list[dict[str, Any]]:
     """Make and re-measure the variants of one trial; rows also land in trials/<n>/variants.json."""
-    from .study import latency
+    from ..search.study import latency
     from .variants import measure_variants
 
     trial_dir = Path(rec["dir"])
@@ -106,7 +106,7 @@ def package(cfg: JobConfig, trial: int | None = None, scenario: str | None = Non
         "spec": rec.get("spec"), "packaged": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if data.test is not None:  # the packaged file on the held-out split: from the trial's cache when it is that file
-        from .heldout import CACHE_NAME, cached_score, heldout_block
+        from ..search.heldout import CACHE_NAME, cached_score, heldout_block
 
         test = cached_score(Path(row["dir"]) / "model.onnx", Path(rec["dir"]) / CACHE_NAME, data,
                             cfg.search.latency.threads, write=False)

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .config import ConfigError, DistillConfig, JobConfig, build
-from .student import StudentSpec, configured_spec_fields, teacher_layers
+from ..config import ConfigError, DistillConfig, JobConfig, build
+from ..model.student import StudentSpec, configured_spec_fields, teacher_layers
 
 __all__ = ["ParamSpec", "SearchSpace", "SearchSpaceError", "SPEC_PARAMS", "DISTILL_PARAMS", "TRAIN_PARAMS",
            "EXPORT_PARAMS"]
@@ -115,7 +115,7 @@ class SearchSpace:
                 raise SearchSpaceError(f"config key 'search.space.{name}.type': got {spec.type!r}; {name} is a "
                                        "whole number: use int or categorical")
             if name == "precision":
-                from .variants import PRECISIONS
+                from ..deploy.variants import PRECISIONS
 
                 bad = [c for c in (spec.choices or ()) if c not in PRECISIONS]
                 if spec.type != "categorical" or bad:
