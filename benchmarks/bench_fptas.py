@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 from common import write_results  # noqa: E402
 
 from compress.config import FptasConfig, load_config  # noqa: E402
-from compress.search.fptas import calibration_markdown, ranking_markdown, run_fptas  # noqa: E402
+from compress.search import calibration_markdown, ranking_markdown, run_fptas  # noqa: E402
 
 
 def main() -> None:

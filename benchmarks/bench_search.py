@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
 
 from compress.config import load_config  # noqa: E402
-from compress.search.study import frontier, open_study, run_worker, study_summary, trial_record, write_outputs  # noqa: E402
+from compress.search import frontier, open_study, run_worker, study_summary, trial_record, write_outputs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "search-sst2.yaml"
@@ -40,7 +40,7 @@ def remeasure_latency(cfg, study) -> tuple[dict[int, float], float]:
     from optuna.trial import TrialState
 
     from compress.data import prepare_task_data
-    from compress.search.study import latency
+    from compress.search import latency
     from compress.model.teacher import load_tokenizer
 
     data = prepare_task_data(cfg, load_tokenizer(str(cfg.run_dir / "teacher_onnx")))

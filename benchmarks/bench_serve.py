@@ -58,7 +58,7 @@ def variant_table(cfg, students: list[dict], batches=(1, 8), seq_len: int = 128)
 
     from compress.data import prepare_task_data
     from compress.deploy.measure import onnx_latency, torch_latency
-    from compress.search.study import latency
+    from compress.search import latency
     from compress.model.teacher import load_tokenizer
     from compress.deploy.variants import measure_variants
 

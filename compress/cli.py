@@ -1,7 +1,7 @@
 """Command line: a thin layer over the jobs in pipeline.py. Run `compress --help`.
 
 Every expected failure (config, data, teacher, divergence) prints one clear line and exits non-zero. `teacher`,
-`distill`, `agora`, `fptas` and `search` first run the checks of `compress validate` (compress/validate/checks.py), so a
+`distill`, `agora`, `fptas` and `search` first run the checks of `compress validate` (compress/validate/), so a
 mistake anywhere in the job is reported in seconds, before featurisation or teacher inference.
 """
 
@@ -34,13 +34,13 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
 
 def _preflight(cfg, command: str, student: str | None = None) -> None:
     """The checks of `compress validate`, before any featurisation or teacher inference (ValidationError: exit 2)."""
-    from .validate.checks import preflight
+    from .validate import preflight
 
     preflight(cfg, command, student=student)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .validate.checks import format_report, validate_file
+    from .validate import format_report, validate_file
 
     report, cfg = validate_file(args.config)
     if args.json:
@@ -100,7 +100,8 @@ def _cmd_fptas(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .config import load_config
-    from .search.fptas import W_DEFINITION, run_fptas
+    from .search.fptas import W_DEFINITION
+    from .search.fptas_run import run_fptas
 
     cfg = load_config(args.config)
     over = {k: v for k, v in (("top_k", args.top_k), ("steps", args.steps), ("alpha", args.alpha)) if v is not None}
@@ -156,7 +157,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_config
     from .demo import demo_config
     from .distill.jobs import finetune_teacher
-    from .search.study import open_study, run_worker, write_outputs
+    from .search.results import write_outputs
+    from .search.storage import open_study
+    from .search.study import run_worker
 
     path = demo_config(args.output_dir)
     print(f"demo: generated data and config in {path.parent} (data set 'generated-sentiment', made by this project)")
@@ -182,7 +185,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .config import load_config
-    from .search.study import run_search, run_worker, write_outputs, open_study
+    from .search.results import write_outputs
+    from .search.storage import open_study
+    from .search.study import run_search, run_worker
 
     cfg = load_config(args.config)
     if args.threads:
@@ -254,7 +259,7 @@ def _fmt(v, spec: str = ".4f") -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .search.study import study_summary
+    from .search.results import study_summary
 
     cfg = _load_run_config(args.run)
     s = study_summary(cfg)
@@ -293,7 +298,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_trials(args: argparse.Namespace) -> int:
     from .search.query import filter_trials, format_trials
-    from .search.study import open_study, trial_record
+    from .search.frontier import trial_record
+    from .search.storage import open_study
 
     cfg = _load_run_config(args.run)
     study = open_study(cfg, create=False)
@@ -406,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     from .deploy.package import PackageError
     from .search.query import QueryError
     from .search.scenarios import ScenarioError
-    from .search.study import SearchError
+    from .search.objectives import SearchError
     from .model.teacher import TeacherError
     from .deploy.variants import VariantError
 

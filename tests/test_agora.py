@@ -14,7 +14,7 @@ from compress.distill.agora import balance, prune_thetas, stop_reason, wrong_exa
 from compress.data.augment import Nu
 from compress.config import FptasConfig, from_mapping
 from compress.data import QAExample, TextExample, load_qa_examples
-from compress.search.fptas import calibrate, candidate_grid, spearman, surrogate_error, w_coefficient
+from compress.search import calibrate, candidate_grid, spearman, surrogate_error, w_coefficient
 from compress.distill.jobs import finetune_teacher, load_context
 from compress.model.student import build_student, model_param_count, param_count
 from tests.conftest import job_config, tiny_config, write_pairs_jsonl, write_sentiment_tsv, write_squad
@@ -132,7 +132,7 @@ def test_spearman_matches_scipy_with_ties():
 
 def _calibration_case(k: float = 1.5):
     """Five candidates where the real relative error is exactly 2 * s**k: small ones are fast but worse."""
-    from compress.search.study import Constraint
+    from compress.search import Constraint
 
     teacher = 0.90  # 10 points short of perfect
     specs = [("tiny", 2e6, 0.2, 3.1), ("small", 4e6, 0.4, 2.0), ("mid", 8e6, 0.8, 1.5), ("big", 16e6, 1.6, 1.2),
@@ -245,7 +245,7 @@ def test_agora_end_to_end(kind, tmp_path, tiny_base):
 
 
 def test_agora_inside_a_search_trial(tmp_path, tiny_base):
-    from compress.search.study import open_study, run_worker
+    from compress.search import open_study, run_worker
 
     teacher = str(finetune_teacher(from_mapping(_raw(tmp_path, tiny_base)), progress=False))
     raw = _raw(tmp_path, teacher)
@@ -261,7 +261,7 @@ def test_agora_inside_a_search_trial(tmp_path, tiny_base):
 
 
 def test_fptas_end_to_end(tmp_path, tiny_base):
-    from compress.search.fptas import run_fptas
+    from compress.search import run_fptas
 
     teacher = str(finetune_teacher(from_mapping(_raw(tmp_path, tiny_base)), progress=False))
     raw = _raw(tmp_path, teacher)
@@ -281,9 +281,9 @@ def test_fptas_end_to_end(tmp_path, tiny_base):
 
 
 def test_fptas_calibration_end_to_end_and_resume(tmp_path, tiny_base, monkeypatch, capsys):
-    import compress.distill.loop
     import compress.distill.jobs
-    from compress.search.fptas import run_fptas
+    import compress.search.fptas_run
+    from compress.search import run_fptas
 
     teacher = str(finetune_teacher(from_mapping(_raw(tmp_path, tiny_base)), progress=False))
     raw = _raw(tmp_path, teacher)
@@ -306,7 +306,7 @@ def test_fptas_calibration_end_to_end_and_resume(tmp_path, tiny_base, monkeypatc
         raise AssertionError("a rerun with the same inputs must not train again")
 
     # a rerun (say, after the job was killed) keeps every finished candidate and distillation
-    monkeypatch.setattr(compress.distill.loop, "train", no_training)
+    monkeypatch.setattr(compress.search.fptas_run, "train", no_training)
     monkeypatch.setattr(compress.distill.jobs, "train", no_training)
     again = run_fptas(from_mapping(raw), progress=False)
     assert [(r["candidate"], r["surrogate_error"]) for r in again["ranking"]] == \

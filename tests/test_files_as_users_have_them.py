@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from compress.config import ConfigError, SourceConfig, TaskConfig, from_mapping, load_config
-from compress.data.loaders import DataError, load_qa_examples, load_text_examples
+from compress.data import DataError, load_qa_examples, load_text_examples
 
 from tests.conftest import ROOT, job_config, write_squad
 

@@ -18,8 +18,8 @@ from compress.config import from_mapping
 from compress.data.split import example_id
 from compress.model.inference import evaluate_onnx
 from compress.distill.jobs import finetune_teacher
-from compress.report.page import build_report
-from compress.search.study import open_study, run_worker
+from compress.report import build_report
+from compress.search import open_study, run_worker
 from tests.conftest import job_config, write_sentiment_tsv, write_squad
 
 SPACE = {"num_layers": {"type": "int", "low": 1, "high": 2},

@@ -19,7 +19,7 @@ import pytest
 from compress.config import SourceConfig, TaskConfig, from_mapping
 from compress.data import features
 from compress.data.features import prepare_task_data, tokenizer_fingerprint
-from compress.data.loaders import DataError, load_qa_examples, load_text_examples
+from compress.data import DataError, load_qa_examples, load_text_examples
 from compress.data.qa import featurize_qa
 
 from tests.conftest import (
@@ -604,7 +604,7 @@ def test_prepare_twice_hits_cache(request, tokenizer, monkeypatch, job):
     def no_rebuild(*args, **kwargs):
         raise AssertionError("features were rebuilt instead of read from the cache")
 
-    monkeypatch.setattr(features, "_encode_texts", no_rebuild)
+    monkeypatch.setattr(features, "encode_texts", no_rebuild)
     monkeypatch.setattr(features, "featurize_qa", no_rebuild)
     second = prepare(cfg, tokenizer)
     assert cache_files(cfg) == files

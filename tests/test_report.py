@@ -15,8 +15,8 @@ import pytest
 from compress.config import from_mapping
 from compress.distill.jobs import finetune_teacher
 from compress.search.query import QueryError, filter_trials, format_trials
-from compress.report.page import QA_CATEGORIES, build_report, qa_error_table
-from compress.search.study import run_worker
+from compress.report import QA_CATEGORIES, build_report, qa_error_table
+from compress.search import run_worker
 from tests.conftest import ROOT, job_config, write_sentiment_tsv, write_squad
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -77,7 +77,7 @@ def test_report_while_the_study_runs_reads_what_is_there(tmp_path, finished):
     cfg, *_ = finished["classification"]
     import optuna
 
-    from compress.search.study import open_study
+    from compress.search import open_study
 
     study = open_study(cfg, create=False)
     trial = study.ask()  # a running trial, as another worker would leave it

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from compress.search.scenarios import ScenarioError, pick, points
+from compress.model.metrics import points
+from compress.search.scenarios import ScenarioError, pick
 
 
 def _rec(n, value, params, latency, metric="accuracy"):

@@ -19,7 +19,7 @@ import pytest
 
 from compress.config import from_mapping
 from compress.distill.jobs import finetune_teacher
-from compress.search.study import run_worker
+from compress.search import run_worker
 from serve.launch import LocalServer
 from tests.conftest import ROOT, job_config, write_sentiment_tsv, write_squad
 

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from compress.config import from_mapping
 from compress.distill.jobs import finetune_teacher
 from compress.search.space import SearchSpace, SearchSpaceError
-from compress.search.study import frontier, open_study, parse_constraint, run_worker, study_summary
+from compress.search import frontier, open_study, parse_constraint, run_worker, study_summary
 from tests.conftest import ROOT, job_config, tiny_config, write_sentiment_tsv
 
 SPACE = {
@@ -162,7 +162,7 @@ def test_infeasible_trials_never_enter_the_frontier(trained):
 
 
 def test_diverging_trial_is_recorded_failed_and_the_study_goes_on(trained, monkeypatch):
-    import compress.distill.jobs as pipeline
+    import compress.search.study as pipeline  # run_trial's distill_student
     from compress.distill.loop import TrainingDiverged
 
     real = pipeline.distill_student

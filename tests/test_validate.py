@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from compress.config import from_mapping
-from compress.validate.checks import ValidationError, preflight, validate
+from compress.validate import ValidationError, preflight, validate
 from tests.conftest import ROOT, job_config, tiny_config, write_squad
 
 
@@ -282,7 +282,7 @@ def test_heavy_truncation_warns(tmp_path, headed):
 
 
 def test_token_lengths_of_a_large_split_come_from_a_seeded_sample(tmp_path, headed, monkeypatch):
-    import compress.validate.checks as v
+    import compress.validate.lengths as v
 
     monkeypatch.setattr(v, "MAX_TOKENIZED_ROWS", 10)
     cfg = from_mapping(clean_raw(tmp_path, headed))

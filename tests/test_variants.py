@@ -123,7 +123,7 @@ def test_precision_must_be_categorical_from_the_known_variants(tmp_path, tiny_ba
 def test_precision_searched_deploys_and_measures_the_variant(tmp_path, tiny_base):
     from compress.data import prepare_task_data
     from compress.distill.jobs import finetune_teacher
-    from compress.search.study import latency, open_study, run_worker
+    from compress.search import latency, open_study, run_worker
     from compress.model.teacher import load_tokenizer
 
     teacher = str(finetune_teacher(_run_cfg(tmp_path, tiny_base), progress=False))
@@ -163,7 +163,7 @@ def test_precision_searched_deploys_and_measures_the_variant(tmp_path, tiny_base
 def test_qa_variant_records_the_no_answer_threshold(tmp_path, tiny_base):
     from compress.data import prepare_task_data
     from compress.distill.jobs import finetune_teacher
-    from compress.search.study import latency, open_study, run_worker
+    from compress.search import latency, open_study, run_worker
     from compress.model.teacher import load_tokenizer
 
     teacher = str(finetune_teacher(_run_cfg(tmp_path, tiny_base, "qa"), progress=False))

@@ -18,16 +18,15 @@ from safetensors.numpy import load_file, save_file
 
 from ..artifacts import atomic_write, write_json
 from ..config import JobConfig, SourceConfig, TaskConfig, to_dict
-from .loaders import (
-    DataError, TextExample, file_fingerprint, load_qa_examples, load_text_examples,
-    resolve_source_path,
-)
+from .loaders import DataError, TextExample, file_fingerprint, load_text_examples, resolve_source_path
 from .qa import detect_version_2, featurize_qa
 from .split import carve_splits, ids_hash, split_record
+from .squad import load_qa_examples
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Split", "TaskData", "load_split_examples", "prepare_task_data", "save_atomic", "tokenizer_fingerprint"]
+__all__ = ["MODEL_INPUTS", "Split", "TaskData", "encode_texts", "load_split_examples", "prepare_task_data",
+           "save_atomic", "tokenizer_fingerprint"]
 
 # Arrays a model takes as input; everything else in a split (labels, offsets) stays beside them.
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -128,7 +127,8 @@ def _cached(cache_dir: Path, key: str, build) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _encode_texts(examples: list[TextExample], tokenizer, max_len: int, regression: bool) -> dict[str, np.ndarray]:
+def encode_texts(examples: list[TextExample], tokenizer, max_len: int, regression: bool) -> dict[str, np.ndarray]:
+    """Text examples as padded token arrays of max_len with their labels (float for regression)."""
     first = [ex.texts[0] for ex in examples]
     second = [ex.texts[1] for ex in examples] if len(examples[0].texts) == 2 else None
     enc = tokenizer(first, second, truncation=True, max_length=max_len, padding="max_length")
@@ -254,7 +254,7 @@ def prepare_task_data(cfg: JobConfig, tokenizer) -> TaskData:
     for name in names:
         key = _cache_key({**base, "kind": "text", "num_labels": num_labels, "on_bad_row": data.on_bad_row,
                           **key_parts(name)})
-        arrays = _cached(cache_dir, key, lambda ex=splits[name]: _encode_texts(
+        arrays = _cached(cache_dir, key, lambda ex=splits[name]: encode_texts(
             ex, tokenizer, data.max_seq_length, regression))
         built[name] = Split(name, arrays, splits[name], key)
     return TaskData(task, built["train"], built["eval"], num_labels=num_labels, id2label=id2label,

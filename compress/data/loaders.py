@@ -1,4 +1,4 @@
-"""Read a task's examples from GLUE TSV, CSV, JSON Lines, SQuAD JSON or Hugging Face `datasets`.
+"""Read a task's examples from GLUE TSV, CSV, JSON Lines or Hugging Face `datasets` (SQuAD JSON: squad.py).
 
 Each reader returns plain examples; every bad row is reported with its file, line and what to fix.
 """
@@ -28,9 +28,13 @@ __all__ = [
     "TextExample",
     "file_encoding",
     "file_fingerprint",
-    "load_qa_examples",
+    "hf_dataset",
     "load_text_examples",
+    "require_exists",
     "resolve_source_path",
+    "source_format",
+    "subsample",
+    "undecodable_error",
 ]
 
 
@@ -80,7 +84,7 @@ def file_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _format_of(source: SourceConfig, path: Path) -> str:
+def source_format(source: SourceConfig, path: Path) -> str:
     if source.format != "auto":
         return source.format
     suffix = path.suffix.lower()
@@ -95,7 +99,7 @@ def _format_of(source: SourceConfig, path: Path) -> str:
     return fmt
 
 
-def _require_exists(path: Path, fmt: str) -> None:
+def require_exists(path: Path, fmt: str) -> None:
     if fmt == "hf" and not path.exists():
         return  # a hub name: `datasets` resolves it
     if not path.exists():
@@ -122,7 +126,7 @@ def file_encoding(path: Path, source: SourceConfig) -> str:
     return "utf-8-sig"
 
 
-def _undecodable(path: Path, encoding: str, exc: UnicodeDecodeError) -> DataError:
+def undecodable_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> DataError:
     """Where the first byte that `encoding` cannot decode is: line and byte offset, found by a second pass."""
     line_no, offset, bad = None, None, b""
     decoder = codecs.getincrementaldecoder(encoding)()
@@ -152,7 +156,7 @@ def _decoding(path: Path, encoding: str, rows: Iterator) -> Iterator:
     try:
         yield from rows
     except UnicodeDecodeError as exc:
-        raise _undecodable(path, encoding, exc) from None
+        raise undecodable_error(path, encoding, exc) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,7 +217,7 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[str, dict[str, Any]
             yield where, row
 
 
-def _hf_dataset(source: SourceConfig, path: Path) -> Any:
+def hf_dataset(source: SourceConfig, path: Path) -> Any:
     import datasets  # heavy import: only when asked for
 
     if path.is_dir():
@@ -250,7 +254,7 @@ def _hf_dataset(source: SourceConfig, path: Path) -> Any:
 
 
 def _read_hf(source: SourceConfig, path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    ds = _hf_dataset(source, path)
+    ds = hf_dataset(source, path)
     label = Path(source.path).name or source.path
     for i, row in enumerate(ds):
         yield f"{label}[{i}]", row
@@ -273,7 +277,7 @@ def _rows(source: SourceConfig, path: Path, fmt: str) -> Iterator[tuple[str, dic
     raise DataError(f"format {fmt!r} holds QA data; a {fmt} source cannot feed a classification task")
 
 
-def _subsample(items: list, source: SourceConfig) -> list:
+def subsample(items: list, source: SourceConfig) -> list:
     if source.limit is None or source.limit >= len(items):
         return items
     if source.sample_seed is None:
@@ -407,8 +411,8 @@ def load_text_examples(
     skipped: list[str] = []
     for source in sources:
         path = resolve_source_path(source.path, config_path)
-        fmt = _format_of(source, path)
-        _require_exists(path, fmt)
+        fmt = source_format(source, path)
+        require_exists(path, fmt)
         loaded: list[TextExample] = []
         first = True
         for where, row in _rows(source, path, fmt):
@@ -435,128 +439,9 @@ def load_text_examples(
             loaded.append(TextExample(texts, label, where))
         if not loaded and not skipped:
             raise DataError(f"data file {str(path)!r} has {'a header but ' if source.header else ''}no examples")
-        examples.extend(_subsample(loaded, source))
+        examples.extend(subsample(loaded, source))
     if skipped:
         log.warning("skipped %d bad rows (data.on_bad_row: skip); first: %s", len(skipped), skipped[0])
     if not examples:
         raise DataError(f"no usable examples in {[s.path for s in sources]}; every row was bad: {skipped[:1]}")
-    return examples
-
-
-# ----------------------------------------------------------------------------------------------
-# Extractive QA (SQuAD JSON or datasets with the squad columns)
-
-
-def _squad_articles(path: Path, source: SourceConfig) -> list[dict[str, Any]]:
-    encoding = file_encoding(path, source)
-    try:
-        with open(path, encoding=encoding) as fh:
-            doc = json.load(fh)
-    except UnicodeDecodeError as exc:
-        raise _undecodable(path, encoding, exc) from None
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path.name}: is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
-            "a SQuAD file is one JSON object with a 'data' list"
-        ) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise DataError(f"{path.name}: has no 'data' list of articles; is it a SQuAD JSON file?")
-    return doc["data"]
-
-
-def _select_articles(articles: list[dict[str, Any]], source: SourceConfig, name: str) -> list[dict[str, Any]]:
-    if source.articles is None:
-        return articles
-    sl = source.article_slice()
-    if sl is not None:
-        chosen = articles[sl]
-    else:
-        titles = [a.get("title", "") for a in articles]
-        unknown = [t for t in source.articles if t not in titles]
-        if unknown:
-            raise DataError(f"{name}: article {unknown[0]!r} not found; titles are {titles}")
-        chosen = [a for a in articles if a.get("title", "") in source.articles]
-    if not chosen:
-        raise DataError(f"{name}: articles={source.articles!r} selects no article of {len(articles)}")
-    return chosen
-
-
-def _qa_from_squad(articles: list[dict[str, Any]], name: str) -> Iterator[QAExample]:
-    for a_i, article in enumerate(articles):
-        title = article.get("title", f"article-{a_i}")
-        for p_i, para in enumerate(article.get("paragraphs", [])):
-            context = para.get("context")
-            if not isinstance(context, str) or not context.strip():
-                raise DataError(f"{name}: article {title!r} paragraph {p_i} has no context text")
-            for qa in para.get("qas", []):
-                yield _qa_example(qa, title, context, f"{name}: article {title!r} paragraph {p_i}")
-
-
-def _qa_example(qa: dict[str, Any], title: str, context: str, where: str) -> QAExample:
-    qid = qa.get("id")
-    question = qa.get("question")
-    if not qid or not isinstance(question, str) or not question.strip():
-        raise DataError(f"{where}: a question has no 'id' or no 'question' text ({qa!r:.120})")
-    answers = []
-    for ans in qa.get("answers", []) or []:
-        text, start = ans.get("text"), ans.get("answer_start")
-        if not isinstance(text, str) or not isinstance(start, int):
-            raise DataError(f"{where} question {qid}: answer {ans!r} needs 'text' and an integer 'answer_start'")
-        if context[start : start + len(text)] != text:
-            raise DataError(
-                f"{where} question {qid}: answer {text!r} is not found at answer_start={start} of the context "
-                f"(the context there reads {context[start:start + len(text)]!r})"
-            )
-        answers.append((text, start))
-    impossible = bool(qa.get("is_impossible", False))
-    if impossible and answers:
-        answers = []  # SQuAD 2.0 stores plausible (wrong) answers separately; gold is "no answer"
-    if not impossible and not answers:
-        raise DataError(
-            f"{where} question {qid}: has no answers and is not marked is_impossible; "
-            "mark unanswerable questions with is_impossible: true (SQuAD 2.0)"
-        )
-    return QAExample(str(qid), title, context, question, tuple(answers), impossible)
-
-
-def _qa_from_hf(source: SourceConfig, path: Path) -> Iterator[QAExample]:
-    ds = _hf_dataset(source, path)
-    needed = {"id", "context", "question", "answers"}
-    missing = needed - set(ds.column_names)
-    if missing:
-        raise DataError(
-            f"{source.path}: columns {sorted(missing)} not found (columns: {ds.column_names}); "
-            "a QA data set needs the SQuAD columns id, title, context, question, answers"
-        )
-    for i, row in enumerate(ds):
-        ans = row["answers"]
-        qa = {
-            "id": row["id"], "question": row["question"],
-            "answers": [{"text": t, "answer_start": s} for t, s in zip(ans["text"], ans["answer_start"])],
-            "is_impossible": len(ans["text"]) == 0,
-        }
-        yield _qa_example(qa, row.get("title", ""), row["context"], f"{source.path}[{i}]")
-
-
-def load_qa_examples(sources: tuple[SourceConfig, ...], config_path: str | None = None) -> list[QAExample]:
-    """Read every SQuAD source of a split; `limit` counts questions, `articles` selects articles."""
-    examples: list[QAExample] = []
-    for source in sources:
-        path = resolve_source_path(source.path, config_path)
-        fmt = _format_of(source, path)
-        _require_exists(path, fmt)
-        if fmt == "squad":
-            items = list(_qa_from_squad(_select_articles(_squad_articles(path, source), source, path.name), path.name))
-        elif fmt == "hf":
-            items = list(_qa_from_hf(source, path))
-        else:
-            raise DataError(f"{path.name}: format {fmt!r} cannot hold QA data; use squad JSON or a hf data set")
-        if not items:
-            raise DataError(f"{path.name}: holds no questions")
-        examples.extend(_subsample(items, source))
-    seen: set[str] = set()
-    for ex in examples:
-        if ex.qid in seen:
-            raise DataError(f"question id {ex.qid!r} appears twice in one split; ids must be unique")
-        seen.add(ex.qid)
     return examples

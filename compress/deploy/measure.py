@@ -20,7 +20,7 @@ from torch import nn
 if TYPE_CHECKING:
     from ..data import Split
 
-__all__ = ["eval_length_batches", "latency_summary", "onnx_latency", "onnx_size", "torch_latency"]
+__all__ = ["eval_length_batches", "external_data", "latency_summary", "onnx_latency", "onnx_size", "torch_latency"]
 
 from .onnxrt import GRAPH_OPTIMIZATION, onnx_session
 
@@ -175,15 +175,21 @@ def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from _tensors(sub)
 
 
+def external_data(path: str | Path) -> list[str]:
+    """The external data files an ONNX model refers to, relative to its folder, in name order ([] when the .onnx
+    file holds every weight itself)."""
+    proto = onnx.load(str(path), load_external_data=False)
+    return sorted({entry.value for tensor in _tensors(proto.graph) for entry in tensor.external_data
+                   if entry.key == "location"})
+
+
 def onnx_size(path: str | Path) -> int:
     """Bytes on disk of an ONNX model: the .onnx file plus every external data file it refers to."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"ONNX model {str(path)!r} does not exist")
-    proto = onnx.load(str(path), load_external_data=False)
-    locations = {entry.value for tensor in _tensors(proto.graph) for entry in tensor.external_data
-                 if entry.key == "location"}
-    missing = [loc for loc in sorted(locations) if not (path.parent / loc).is_file()]
+    locations = external_data(path)
+    missing = [loc for loc in locations if not (path.parent / loc).is_file()]
     if missing:
         raise ValueError(f"ONNX model {path} refers to external data {missing} that is not beside it; "
                          "copy the data files with the model")

@@ -32,7 +32,9 @@ def resolve_trial(cfg: JobConfig, trial: int | None = None, scenario: str | None
                   within: float = 1.0) -> dict[str, Any]:
     """The trial record to package: by number, or the frontier point a scenario picks."""
     from ..search.scenarios import pick
-    from ..search.study import open_study, trial_record, write_outputs
+    from ..search.frontier import trial_record
+    from ..search.results import write_outputs
+    from ..search.storage import open_study
 
     if (trial is None) == (scenario is None):
         raise PackageError("give exactly one of --trial N or --pick SCENARIO")
@@ -66,7 +68,7 @@ def _data(cfg: JobConfig, trial_dir: Path):
 def export_variants(cfg: JobConfig, rec: dict[str, Any], precisions, progress: bool = True,
                     data=None) -> list[dict[str, Any]]:
     """Make and re-measure the variants of one trial; rows also land in trials/<n>/variants.json."""
-    from ..search.study import latency
+    from ..search.objectives import latency
     from .variants import measure_variants
 
     trial_dir = Path(rec["dir"])

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..config import JobConfig, ThetaConfig, to_dict
-from ..search.scenarios import points
+from ..model.metrics import points
 
 __all__ = ["AgoraResult", "balance", "prune_thetas", "run_agora", "stop_reason", "wrong_examples"]
 
@@ -116,14 +116,14 @@ def wrong_examples(task_type: str, examples: list[Any], predictions: list[Any]) 
 
 
 def _split(ctx, name: str, examples: list[Any]):
-    from ..data.features import Split, _encode_texts
+    from ..data.features import Split, encode_texts
     from ..data.qa import featurize_qa
 
     cfg = ctx.cfg
     if cfg.task.type == "qa":
         arrays = featurize_qa(examples, ctx.tokenizer, cfg.data.max_seq_length, cfg.data.doc_stride)
     else:
-        arrays = _encode_texts(examples, ctx.tokenizer, cfg.data.max_seq_length, cfg.task.type == "regression")
+        arrays = encode_texts(examples, ctx.tokenizer, cfg.data.max_seq_length, cfg.task.type == "regression")
     return Split(name, arrays, examples, f"{name}-{len(examples)}")
 
 

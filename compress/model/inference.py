@@ -104,7 +104,6 @@ def evaluate_model(model: nn.Module, data: TaskData, split: Split | None = None,
     return score_outputs(data, split, outputs, na_threshold)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # ONNX Runtime: the deployed artifact, scored by the same code
 

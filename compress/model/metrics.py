@@ -1,5 +1,6 @@
 """Task metrics for compressed BERT models: GLUE-style classification/regression scores
 and SQuAD 1.1/2.0 exact-match/F1 computed exactly as the official SQuAD 2.0 script."""
+
 from __future__ import annotations
 
 import collections
@@ -11,7 +12,20 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+__all__ = [
+    "PERCENT_METRICS", "SquadGold", "accuracy", "classification_metrics", "compute_exact", "compute_f1", "f1_binary",
+    "f1_macro", "matthews_corrcoef", "normalize_answer", "pearson", "points", "regression_metrics", "spearman",
+    "squad_evaluate", "squad_gold_from_json",
+]
+
 ArrayLike = Sequence[float] | Sequence[int] | np.ndarray
+# SQuAD's figures are percentages already; every other metric lies in [0, 1] (or is a correlation)
+PERCENT_METRICS = {"exact", "f1", "best_exact", "best_f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"}
+
+
+def points(metric: str, value: float) -> float:
+    """A metric value in points: x100 for metrics in [0, 1], as is for SQuAD's percentages."""
+    return float(value) if metric in PERCENT_METRICS else 100.0 * float(value)
 
 
 # --------------------------------------------------------------------------- #

@@ -17,9 +17,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
+
 from ..artifacts import write_json
 from ..config import JobConfig
+from ..data.features import prepare_task_data
+from ..data.split import ids_hash
+from ..deploy.measure import external_data
+from ..deploy.variants import serving_threshold
 from ..model.inference import evaluate_onnx
+from ..model.metrics import SquadGold, squad_evaluate
+from ..model.teacher import load_tokenizer
+from .frontier import baseline_trial, frontier
 
 __all__ = ["CACHE_NAME", "ORACLE_KEYS", "cached_score", "evaluate_heldout", "heldout_block", "heldout_data",
            "onnx_sha256", "read_heldout", "score_heldout"]
@@ -34,15 +44,9 @@ BATCH_SIZE = 64  # rows per ONNX Runtime call; does not change the metric
 
 def onnx_sha256(path: str | Path) -> str:
     """Content hash of an ONNX model: the .onnx file and every external data file it refers to."""
-    import onnx
-
-    from ..deploy.measure import _tensors
-
     path = Path(path)
-    proto = onnx.load(str(path), load_external_data=False)
-    locations = sorted({e.value for t in _tensors(proto.graph) for e in t.external_data if e.key == "location"})
     h = hashlib.sha256()
-    for f in [path, *(path.parent / loc for loc in locations)]:
+    for f in [path, *(path.parent / loc for loc in external_data(path))]:
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
@@ -75,9 +79,6 @@ def score_heldout(onnx_path: str | Path, data, threads: int = 2) -> dict[str, An
     `compress package` does); the test outputs are scored at that threshold. The best thresholds on test go to
     `oracle_threshold_on_test`, never into `metrics`.
     """
-    from ..data.split import ids_hash
-    from ..deploy.variants import serving_threshold
-
     if data.test is None:
         raise ValueError("the job has no test split (data.test or data.split.test); there is nothing held out")
     path = Path(onnx_path)
@@ -97,13 +98,12 @@ def score_heldout(onnx_path: str | Path, data, threads: int = 2) -> dict[str, An
         }
         rec["eval_at_threshold"] = _numeric(_eval_at(data, eval_preds, threshold))
         rec["na_threshold_source"] = (f"best exact on the eval split ({len(data.eval.examples)} questions) with "
-                                      "this file (compress.deploy.variants.serving_threshold), as `compress package` uses")
+                                      "this file (compress.deploy.variants.serving_threshold), as `compress package` "
+                                      "uses")
         how = f"SQuAD 2.0 no-answer threshold {threshold:.4g} chosen on eval"
     else:
         metrics, _ = evaluate_onnx(path, data, split=data.test, batch_size=BATCH_SIZE, threads=threads)
         how = "task metrics as in the search"
-    import onnxruntime as ort
-
     return {
         "metrics": _numeric(metrics), "rows": rows,
         "method": f"ONNX Runtime on {where}, test split ({rows} rows), {how}",
@@ -117,10 +117,6 @@ def score_heldout(onnx_path: str | Path, data, threads: int = 2) -> dict[str, An
 def _eval_at(data, eval_preds: list[Any], threshold: float) -> dict[str, Any]:
     """Eval metrics of the same predictions at `threshold` (the eval split's best exact): the like-for-like eval
     figure for a SQuAD 2.0 test figure (the search's own eval metrics are at threshold 0)."""
-    import numpy as np
-
-    from ..model.metrics import SquadGold, squad_evaluate
-
     gold = [SquadGold(ex.qid, tuple(t for t, _ in ex.answers), ex.title) for ex in data.eval.examples]
     texts = {p.qid: p.text for p in eval_preds}
     odds = {p.qid: p.null_odds for p in eval_preds}
@@ -179,9 +175,6 @@ def heldout_block(rec: dict[str, Any]) -> dict[str, Any]:
 
 def heldout_data(cfg: JobConfig, study=None):
     """The job's splits, tokenized as the trials were (the tokenizer saved beside an exported ONNX file)."""
-    from ..data import prepare_task_data
-    from ..model.teacher import load_tokenizer
-
     folders = [cfg.run_dir / "teacher_onnx"]
     if study is not None:
         folders += [Path(t.user_attrs["onnx"]).parent for t in _to_score(study)[1]]
@@ -194,8 +187,6 @@ def heldout_data(cfg: JobConfig, study=None):
 
 def _to_score(study) -> tuple[Any, list[Any]]:
     """(baseline trial or None, [baseline, frontier trials...]) that have a deployed ONNX file."""
-    from .study import baseline_trial, frontier
-
     base = baseline_trial(study)
     out = ([base] if base is not None else []) + [t for t in frontier(study) if base is None or t.number != base.number]
     return base, [t for t in out if t.user_attrs.get("onnx") and Path(t.user_attrs["onnx"]).is_file()]

@@ -15,19 +15,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["SCENARIOS", "ScenarioError", "pick", "points"]
+from ..model.metrics import points
+
+__all__ = ["SCENARIOS", "ScenarioError", "pick"]
 
 SCENARIOS = ("retain-size", "retain-metric", "fastest", "knee")
-PERCENT_METRICS = {"exact", "f1", "best_exact", "best_f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"}
 
 
 class ScenarioError(ValueError):
     """No frontier point meets the scenario; the message says what it asked for and what the frontier holds."""
-
-
-def points(metric: str, value: float) -> float:
-    """A metric value in points: x100 for metrics in [0, 1], as is for SQuAD's percentages."""
-    return float(value) if metric in PERCENT_METRICS else 100.0 * float(value)
 
 
 def _need(doc: dict[str, Any], key: str, scenario: str) -> dict[str, Any]:

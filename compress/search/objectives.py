@@ -1,0 +1,134 @@
+"""What a trial is scored on: the objectives and their directions, the constraints (thresholds) and the latency
+protocol, and the teacher measured with that same protocol as the reference point.
+
+`metric` in search.objectives stands for the task's primary metric (maximised); params, latency_ms and size_mb
+are minimised. A constraint `NAME op VALUE` holds when its violation is zero or less (Optuna's convention).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import write_json
+from ..config import JobConfig
+from ..deploy.export import export_onnx
+from ..deploy.measure import eval_length_batches, onnx_latency
+
+__all__ = ["MEASURES", "Constraint", "SearchError", "export_sample", "latency", "measure_teacher", "metric_names",
+           "objective_directions", "parse_constraint", "search_constraints"]
+
+MEASURES = ("params", "latency_ms", "size_mb")  # minimised; the task metric is maximised
+
+
+class SearchError(RuntimeError):
+    """The study cannot go on (storage unreachable, too many failed trials); the message says why."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Objectives and constraints
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """`name op value`; Optuna's convention: the trial is feasible when every constraint value is <= 0."""
+
+    name: str
+    op: str
+    value: float
+
+    def violation(self, measured: float) -> float:
+        """How far `measured` is outside the bound (> 0), or inside it (<= 0)."""
+        v = self.value - measured if self.op in (">=", ">") else measured - self.value
+        if v == 0 and self.op in (">", "<"):
+            return 1e-12  # a strict bound is not met on the bound itself
+        return v
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.op} {self.value:g}"
+
+
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+
+
+def parse_constraint(text: str, allowed: set[str]) -> Constraint:
+    m = _CONSTRAINT.match(text)
+    if not m:
+        raise SearchError(f"search.constraints: {text!r} is not of the form 'NAME >= VALUE' (or <=, >, <)")
+    name, op, value = m.group(1), m.group(2), float(m.group(3))
+    if name not in allowed:
+        raise SearchError(f"search.constraints: {text!r} names {name!r}; measured names are {sorted(allowed)}")
+    return Constraint(name, op, value)
+
+
+def objective_directions(cfg: JobConfig) -> list[tuple[str, str]]:
+    """(name, direction) per objective; 'metric' stands for the task's primary metric."""
+    metric = cfg.task.primary_metric
+    out = []
+    for name in cfg.search.objectives:
+        name = metric if name == "metric" else name
+        if name in MEASURES:
+            out.append((name, "minimize"))
+        elif name == metric:
+            out.append((name, "maximize"))
+        else:
+            raise SearchError(
+                f"search.objectives: {name!r} is not an objective; choose from metric ({metric}), "
+                f"{', '.join(MEASURES)}"
+            )
+    if len({n for n, _ in out}) != len(out):
+        raise SearchError(f"search.objectives lists an objective twice: {list(cfg.search.objectives)}")
+    return out
+
+
+def search_constraints(cfg: JobConfig, metric_names: set[str]) -> list[Constraint]:
+    return [parse_constraint(c, metric_names | set(MEASURES)) for c in cfg.search.constraints]
+
+
+def metric_names(cfg: JobConfig) -> set[str]:
+    return {
+        "classification": {"accuracy", "f1", "mcc"}, "pair_classification": {"accuracy", "f1", "mcc"},
+        "regression": {"pearson", "spearman", "mse"},
+        "qa": {"exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1",
+               "no_answer_rate"},
+    }[cfg.task.type]
+
+
+# ----------------------------------------------------------------------------------------------
+# Measured with the search's protocol
+
+
+def latency(onnx_path: Path, eval_split, cfg: JobConfig) -> dict[str, Any]:
+    """The search's latency protocol (search.latency) on one ONNX file; eval_split gives the real lengths."""
+    lc = cfg.search.latency
+    inputs = None
+    if lc.seq_len == "eval":
+        inputs = eval_length_batches(eval_split, lc.batch_size, limit=max(lc.repeats, 16), seed=0)
+    return onnx_latency(onnx_path, batch_size=lc.batch_size, seq_len=None if inputs else lc.seq_len,
+                        threads=lc.threads, warmup=lc.warmup, repeats=lc.repeats, inputs=inputs)
+
+
+def measure_teacher(ctx, cfg: JobConfig) -> dict[str, Any]:
+    """Teacher's latency and size with the trials' protocol, measured once per run."""
+    path = cfg.run_dir / "cache" / "teacher-measures.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    out = cfg.run_dir / "teacher_onnx"
+    exported = export_onnx(ctx.teacher_dir, out, cfg.task.type, sample=export_sample(ctx), atol=cfg.search.export_atol)
+    lat = latency(exported.path, ctx.data.eval, cfg)
+    rec = {"params": ctx.teacher_metrics.get("params"), "latency_ms": lat["median_ms"],
+           "latency_p90_ms": lat["p90_ms"], "size_mb": exported.size_bytes / 1e6, "latency_method": lat,
+           "metric": ctx.teacher_metrics.get(cfg.task.primary_metric), "metrics": ctx.teacher_metrics}
+    write_json(path, rec)
+    return rec
+
+
+def export_sample(ctx) -> dict[str, np.ndarray]:
+    b = ctx.data.eval.batch(np.arange(min(8, len(ctx.data.eval))), labels=False)
+    return {k: v.numpy() for k, v in b.items()}
+

@@ -1,0 +1,155 @@
+"""What a study leaves for people: frontier.json (the feasible Pareto set, baseline and teacher, with held-out
+test figures when there are any), trials.csv (every trial), and the summary `compress status` prints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from ..artifacts import atomic_write, write_json
+from ..config import JobConfig
+from .frontier import baseline_trial, dominates, frontier, trial_record
+from .heldout import CACHE_NAME, heldout_block, read_heldout
+from .objectives import MEASURES, objective_directions
+from .storage import open_study, storage_url
+
+__all__ = ["study_summary", "write_outputs"]
+
+
+def _test_figures(cfg: JobConfig) -> tuple[dict[str, Any] | None, Any]:
+    """With a test split: the "splits", "split_method" and "held_out" entries of frontier.json (from split.json)
+    and a reader of cached held-out results (compress.search.heldout; nothing is computed here). (None, None) without."""
+    if not cfg.data.has_test:
+        return None, None
+    try:
+        recorded = json.loads((cfg.run_dir / "split.json").read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    parts = recorded.get("splits") or {}
+    splits = {"splits": {name: parts[name] for name in ("eval", "test") if name in parts},
+              "split_method": recorded.get("method"),
+              "held_out": "the search trained on train and selected on eval (objectives, constraints, early "
+                          "stopping, SQuAD 2.0 no-answer thresholds); test was never seen by it and is scored only "
+                          "once the search is over, on each model's deployed ONNX file"}
+    test_ids = (parts.get("test") or {}).get("ids_sha256")
+
+    def read(onnx_path: Any, folder: Any) -> dict[str, Any] | None:
+        if not onnx_path or not folder:
+            return None
+        rec = read_heldout(Path(folder) / CACHE_NAME, onnx_path, test_ids)
+        return heldout_block(rec) if rec else None
+
+    return splits, read
+
+
+def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
+    """frontier.json (feasible Pareto set, baseline and teacher) and trials.csv (every trial).
+
+    With a test split, frontier.json also holds "splits" (rows per split) and, for the teacher, the baseline and
+    each frontier point already scored by compress.search.heldout, a "test" entry beside the eval metrics.
+    """
+    objectives = study.user_attrs.get("objectives") or [n for n, _ in objective_directions(cfg)]
+    directions = [d.name.lower() for d in study.directions]
+    trials = study.get_trials(deepcopy=False)
+    front = frontier(study)
+    baseline = baseline_trial(study)
+    splits, read_test = _test_figures(cfg)
+
+    def record(t: FrozenTrial) -> dict[str, Any]:
+        rec = trial_record(t, objectives)
+        if read_test is not None and (test := read_test(rec.get("onnx"), rec.get("dir"))):
+            rec["test"] = test
+        return rec
+
+    points = []
+    for t in sorted(front, key=lambda t: t.values[0], reverse=directions[0] == "maximize"):
+        rec = record(t)
+        if baseline is not None and t.number != baseline.number:
+            rec["dominates_baseline"] = dominates(t.values, baseline.values, directions)
+        points.append(rec)
+    teacher = study.user_attrs.get("teacher")
+    if teacher is not None and read_test is not None:
+        folder = cfg.run_dir / "teacher_onnx"
+        if test := read_test(folder / "model.onnx", folder):
+            teacher = {**teacher, "test": test}
+    doc = {
+        "study": study.study_name, "storage": storage_url(cfg), "objectives": dict(zip(objectives, directions)),
+        "constraints": list(cfg.search.constraints), "teacher": teacher,
+        "baseline": record(baseline) if baseline else None,
+        "frontier": points, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if splits is not None:
+        doc.update(splits)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    fpath, cpath = cfg.run_dir / "frontier.json", cfg.run_dir / "trials.csv"
+    write_json(fpath, doc)
+    cols = ["number", "state", "baseline", "feasible", "metric", "value", *MEASURES, "latency_p90_ms", "precision",
+            "distill_s", "evaluate_s", "export_s", "variant_s", "measure_s", "total_s", "steps", "total_steps",
+            "reason", "params_searched", "dir"]
+
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            for t in trials:
+                rec = trial_record(t, objectives)
+                rec.update(rec.get("timings") or {})
+                rec["params_searched"] = json.dumps(rec["params_searched"])
+                w.writerow(rec)
+
+    atomic_write(cpath, write_csv)
+    return fpath, cpath
+
+
+# ----------------------------------------------------------------------------------------------
+# Status
+
+
+def study_summary(cfg: JobConfig, study: optuna.Study | None = None) -> dict[str, Any]:
+    """What `compress status` shows: counts by state, feasibility, frontier, time left, warnings. Pass `study`
+    when it is already open."""
+    study = study if study is not None else open_study(cfg, create=False)
+    objectives = study.user_attrs.get("objectives") or [n for n, _ in objective_directions(cfg)]
+    trials = study.get_trials(deepcopy=False)
+    recs = [trial_record(t, objectives) for t in trials]
+    by_state: dict[str, int] = {}
+    for r in recs:
+        by_state[r["state"]] = by_state.get(r["state"], 0) + 1
+    done = [r for r in recs if r["state"] in ("complete", "stopped")]
+    feasible = [r for r in done if r["feasible"]]
+    warnings = []
+    k = cfg.search.warn_infeasible_after
+    first = sorted(done, key=lambda r: r["number"])[:k]
+    if len(first) >= k and not any(r["feasible"] for r in first):
+        warnings.append(f"the first {k} completed trials are all infeasible ({', '.join(cfg.search.constraints)}): "
+                        "the thresholds may be out of reach; loosen them or widen the space")
+    if cfg.task.type == "qa":
+        for r in done:
+            rate = (r["metrics"] or {}).get("no_answer_rate")
+            if rate is not None and (rate > 0.95 or rate < 0.05):
+                warnings.append(f"trial {r['number']} predicts {'no answer' if rate > 0.95 else 'an answer'} for "
+                                f"{max(rate, 1 - rate):.0%} of questions: degenerate on SQuAD 2.0")
+    durations = [r["timings"]["total_s"] for r in done if r.get("timings")]
+    remaining = max(0, cfg.search.n_trials - by_state.get("complete", 0) - by_state.get("stopped", 0))
+    running = by_state.get("running", 0)
+    eta = (float(np.mean(durations)) * remaining / max(1, running or 1)) if durations else None
+    saved = 0.0
+    for r in done:
+        if r["state"] == "stopped" and r.get("steps") and r.get("total_steps") and r.get("timings"):
+            per_step = r["timings"]["distill_s"] / max(1, r["steps"])
+            saved += per_step * (r["total_steps"] - r["steps"])
+    return {
+        "study": study.study_name, "storage": storage_url(cfg), "target": cfg.search.n_trials,
+        "by_state": by_state, "completed": len(done), "feasible": len(feasible),
+        "frontier": [trial_record(t, objectives) for t in frontier(study)],
+        "eta_seconds": eta, "early_stopping_saved_seconds": round(saved, 1),
+        "teacher": study.user_attrs.get("teacher"), "warnings": warnings,
+    }
+

@@ -1,0 +1,71 @@
+"""Where the study lives: the storage (an SQLite file in the run folder by default, any SQLAlchemy URL, or an
+Optuna journal file), the sampler, and creating or resuming the study itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages.journal import JournalFileBackend
+
+from ..config import JobConfig
+from .objectives import SearchError, objective_directions
+from .space import SearchSpace
+
+__all__ = ["make_sampler", "open_storage", "open_study", "storage_url"]
+
+
+def storage_url(cfg: JobConfig) -> str:
+    return cfg.search.storage or f"sqlite:///{(cfg.run_dir / 'study.db').resolve()}"
+
+
+def open_storage(cfg: JobConfig) -> optuna.storages.BaseStorage:
+    url = storage_url(cfg)
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        # NOTE: several worker processes write one SQLite file; wait for the lock instead of failing.
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; all mean "cannot use it"
+        raise SearchError(f"cannot open the study storage {url!r}: {exc}. Check search.storage "
+                          "(an SQLAlchemy URL such as postgresql://user@host/db, or journal:PATH)") from None
+
+
+def make_sampler(cfg: JobConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    s, seed = cfg.search.sampler, cfg.search.seed
+    if s == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                          n_startup_trials=min(10, max(2, cfg.search.n_trials // 3)))
+    if s == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, cfg.search.n_trials // 3)))
+    if s == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, cfg.search.n_trials // 3)))
+    if s == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.GridSampler(space.grid(), seed=seed)
+
+
+def open_study(cfg: JobConfig, space: SearchSpace | None = None, create: bool = True) -> optuna.Study:
+    """Create or load the job's study (same name and storage resumes it)."""
+    directions = [d for _, d in objective_directions(cfg)]
+    name = cfg.search.study_name or cfg.name
+    storage = open_storage(cfg)
+    sampler = make_sampler(cfg, space) if space is not None else None
+    if not create:
+        try:
+            return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        except KeyError:
+            raise SearchError(f"no study {name!r} in {storage_url(cfg)}; run `compress search CONFIG` first") from None
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
+                                load_if_exists=True)
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+        raise SearchError(f"study {name!r} in {storage_url(cfg)} was created with other objectives; "
+                          "use a new study_name or the original objectives")
+    study.set_user_attr("objectives", [n for n, _ in objective_directions(cfg)])
+    return study
+
