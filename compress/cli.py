@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the jobs in pipeline.py. Run `compress --help`.
+"""Command line: a thin layer over the stages (distill/, search/, deploy/, report/). Run `compress --help`.
 
 Every expected failure (config, data, teacher, divergence) prints one clear line and exits non-zero. `teacher`,
 `distill`, `agora`, `fptas` and `search` first run the checks of `compress validate` (compress/validate/), so a
@@ -8,17 +8,24 @@ mistake anywhere in the job is reported in seconds, before featurisation or teac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
 
+from .config import load_config, load_run_config
+from .demo import demo_config
+
+# NOTE: each command imports the stages it runs inside its function, not here: `compress --help` then loads no
+# more than argparse and the config, and `compress validate` only what its checks need (not Optimum, BentoML or
+# the plotting libraries).
+
 __all__ = ["main"]
 
 
 def _cmd_teacher(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .distill.jobs import finetune_teacher
+    from .distill import finetune_teacher
 
     cfg = load_config(args.config)
     _preflight(cfg, "teacher")
@@ -51,7 +58,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _student_spec(cfg, spec_path: str | None, teacher_layers: int):
-    from .model.student import StudentSpec, configured_spec_fields
+    from .model import StudentSpec, configured_spec_fields
 
     if spec_path:
         return StudentSpec.load(spec_path)
@@ -62,8 +69,7 @@ def _student_spec(cfg, spec_path: str | None, teacher_layers: int):
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .distill.jobs import distill_student, load_context
+    from .distill import distill_student, load_context
 
     cfg = load_config(args.config)
     _preflight(cfg, "distill", args.student)
@@ -76,9 +82,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_agora(args: argparse.Namespace) -> int:
-    from .distill.agora import run_agora
-    from .config import load_config
-    from .distill.jobs import load_context
+    from .distill import load_context, run_agora
 
     cfg = load_config(args.config)
     _preflight(cfg, "agora", args.student)
@@ -97,11 +101,7 @@ def _cmd_agora(args: argparse.Namespace) -> int:
 
 
 def _cmd_fptas(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from .config import load_config
-    from .search.fptas import W_DEFINITION
-    from .search.fptas_run import run_fptas
+    from .search import W_DEFINITION, run_fptas
 
     cfg = load_config(args.config)
     over = {k: v for k, v in (("top_k", args.top_k), ("steps", args.steps), ("alpha", args.alpha)) if v is not None}
@@ -154,12 +154,9 @@ def _print_student(m: dict, out: Path) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .demo import demo_config
-    from .distill.jobs import finetune_teacher
-    from .search.results import write_outputs
-    from .search.storage import open_study
-    from .search.study import run_worker
+    from .deploy.package import describe, package
+    from .distill import finetune_teacher
+    from .search import open_study, run_worker, write_outputs
 
     path = demo_config(args.output_dir)
     print(f"demo: generated data and config in {path.parent} (data set 'generated-sentiment', made by this project)")
@@ -173,8 +170,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     write_outputs(cfg, open_study(cfg, create=False))
     _cmd_status(argparse.Namespace(run=str(cfg.run_dir), json=False))
     print(f"outputs: {cfg.run_dir}/frontier.json, {cfg.run_dir}/trials.csv, {cfg.run_dir}/trials/<n>/")
-    from .deploy.package import describe, package
-
     res = package(cfg, scenario="knee", progress=False)
     print(f"packaged the frontier's knee as {res['tag']} (BentoML model store): {describe(res['meta'])}")
     _print_serve_help(res)
@@ -182,12 +177,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from .config import load_config
-    from .search.results import write_outputs
-    from .search.storage import open_study
-    from .search.study import run_search, run_worker
+    from .search import open_study, run_search, run_worker, write_outputs
 
     cfg = load_config(args.config)
     if args.threads:
@@ -202,16 +192,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_run_config(run: str):
-    from .config import load_run_config
-
-    return load_run_config(run)
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
     from .deploy.package import export_variants, resolve_trial
 
-    cfg = _load_run_config(args.run)
+    cfg = load_run_config(args.run)
     rec = resolve_trial(cfg, args.trial, args.pick, args.within)
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     rows = export_variants(cfg, rec, precisions)
@@ -230,7 +214,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_package(args: argparse.Namespace) -> int:
     from .deploy.package import describe, package
 
-    cfg = _load_run_config(args.run)
+    cfg = load_run_config(args.run)
     res = package(cfg, args.trial, args.pick, args.within, args.precision, args.name)
     print(f"packaged {res['tag']} in the BentoML model store: {describe(res['meta'])}")
     _print_serve_help(res)
@@ -259,9 +243,9 @@ def _fmt(v, spec: str = ".4f") -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .search.results import study_summary
+    from .search import study_summary
 
-    cfg = _load_run_config(args.run)
+    cfg = load_run_config(args.run)
     s = study_summary(cfg)
     if args.json:
         print(json.dumps(s, indent=2, default=str))
@@ -287,9 +271,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report.page import build_report
+    from .report import build_report
 
-    cfg = _load_run_config(args.run)
+    cfg = load_run_config(args.run)
     html_path, md_path = build_report(cfg, args.out)
     print(f"report: {html_path} (open in a browser; works offline) and {md_path} (plots in "
           f"{md_path.parent / 'report_files'})")
@@ -297,11 +281,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_trials(args: argparse.Namespace) -> int:
-    from .search.query import filter_trials, format_trials
-    from .search.frontier import trial_record
-    from .search.storage import open_study
+    from .search import filter_trials, format_trials, open_study, trial_record
 
-    cfg = _load_run_config(args.run)
+    cfg = load_run_config(args.run)
     study = open_study(cfg, create=False)
     objectives = study.user_attrs.get("objectives") or []
     recs = [trial_record(t, objectives) for t in study.get_trials(deepcopy=False)]
@@ -403,37 +385,28 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # NOTE: transformers is imported here, not at the top: `compress --help` must not wait for it.
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # e.g. the SDPA fallback note when measuring head importance
-    from .config import ConfigError
-    from .data import DataError
-    from .distill.loop import TrainingDiverged
-    from .deploy.package import PackageError
-    from .search.query import QueryError
-    from .search.scenarios import ScenarioError
-    from .search.objectives import SearchError
-    from .model.teacher import TeacherError
-    from .deploy.variants import VariantError
-
     try:
         return args.func(args)
-    except (ConfigError, DataError, TeacherError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # ConfigError, DataError, TeacherError, ValidationError, PackageError, ScenarioError,
+        print(f"error: {exc}", file=sys.stderr)  # VariantError, QueryError, ExportMismatch: the input is wrong
         return 2
-    except (PackageError, ScenarioError, VariantError, QueryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 4
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except RuntimeError as exc:
+        # NOTE: imported only when a command failed, so that no command loads the search and training stages for
+        # these two names
+        from .distill.loop import TrainingDiverged
+        from .search.objectives import SearchError
 
+        if isinstance(exc, SearchError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 4
+        if isinstance(exc, TrainingDiverged):
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        raise
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,6 +7,8 @@ import platform
 from importlib import metadata
 from typing import Any
 
+import torch
+
 __all__ = ["environment"]
 
 _LIBRARIES = ("torch", "transformers", "tokenizers", "onnxruntime", "optimum-onnx", "optuna", "bentoml", "numpy")
@@ -24,8 +26,7 @@ def _cpu_model() -> str:
 
 
 def environment() -> dict[str, Any]:
-    import torch
-
+    """The machine (CPU, cores, torch threads, platform), Python and the versions of the libraries that matter."""
     versions = {}
     for lib in _LIBRARIES:
         try:

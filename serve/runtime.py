@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import AutoTokenizer
+
+from compress.data.loaders import QAExample
+from compress.data.qa import decode_qa, featurize_qa
+from compress.deploy.onnxrt import onnx_session
 
 __all__ = ["InputError", "ModelRuntime", "load_runtime"]
 
@@ -116,9 +121,6 @@ class ModelRuntime:
 
     def answer(self, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """The best span of each (question, context) over sliding windows, or no answer below the threshold."""
-        from compress.data.loaders import QAExample
-        from compress.data.qa import decode_qa, featurize_qa
-
         if not items:
             return []
         d = self.meta["data"]
@@ -165,10 +167,6 @@ def _non_empty(field: str, value: Any) -> str:
 
 def load_runtime(path: str | Path, threads: int = 2) -> ModelRuntime:
     """Load a packaged folder: compress.json, the tokenizer (JSON/text files) and model.onnx."""
-    from transformers import AutoTokenizer
-
-    from compress.deploy.onnxrt import onnx_session
-
     path = Path(path)
     meta_file = path / META_FILE
     if not meta_file.is_file():

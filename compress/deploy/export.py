@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 import logging
-import warnings
-
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,12 +18,12 @@ import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 from ..model.inference import output_names
-
 from .measure import onnx_size
 
-__all__ = ["ExportMismatch", "ExportResult", "export_onnx", "validate_onnx"]
+__all__ = ["ExportMismatch", "ExportResult", "export_onnx", "max_abs_diff", "random_batch", "validate_onnx"]
 
 TASK_TYPES = ("classification", "pair_classification", "regression", "qa")
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -51,8 +50,6 @@ class ExportResult:
 
 
 def _load_model(model_dir: Path, task_type: str) -> nn.Module:
-    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-
     config = AutoConfig.from_pretrained(model_dir)
     wanted = "ForQuestionAnswering" if task_type == "qa" else "ForSequenceClassification"
     archs = getattr(config, "architectures", None) or []
@@ -86,7 +83,7 @@ def _as_batch(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return batch
 
 
-def _random_batch(rows: int, length: int, vocab_size: int, seed: int) -> dict[str, np.ndarray]:
+def random_batch(rows: int, length: int, vocab_size: int, seed: int) -> dict[str, np.ndarray]:
     """Token ids in a range every BERT vocabulary has, a second segment, and right padding on row 0."""
     rng = np.random.default_rng(seed)
     low = 1000 if vocab_size > 2000 else 0  # skip BERT's [PAD]/[unused] block when the vocabulary allows
@@ -103,7 +100,7 @@ def _random_batch(rows: int, length: int, vocab_size: int, seed: int) -> dict[st
 def _validation_batches(sample: dict[str, np.ndarray] | None, config) -> list[dict[str, np.ndarray]]:
     """The sample, plus batches of other sizes and lengths: a dynamic axis that was frozen fails one of them."""
     max_len = int(config.max_position_embeddings)
-    base = _as_batch(sample) if sample is not None else _random_batch(2, min(16, max_len), config.vocab_size, 0)
+    base = _as_batch(sample) if sample is not None else random_batch(2, min(16, max_len), config.vocab_size, 0)
     rows, length = base["input_ids"].shape
     if length > max_len:
         raise ValueError(f"validation sample has {length} tokens per row but the model takes at most {max_len} "
@@ -112,12 +109,13 @@ def _validation_batches(sample: dict[str, np.ndarray] | None, config) -> list[di
     if length > 2:  # the same rows, shorter
         batches.append({k: np.ascontiguousarray(v[:, : length // 2]) for k, v in base.items()})
     longer = min(max_len, 2 * length + 3)
-    batches.append(_random_batch(rows + 1, longer, config.vocab_size, 1))
+    batches.append(random_batch(rows + 1, longer, config.vocab_size, 1))
     return batches
 
 
-def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    # Equal entries (including matching infinities) count as 0; a NaN on either side counts as infinitely far.
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Worst |a - b|. Equal entries (including matching infinities) count as 0; a NaN on either side counts as
+    infinitely far."""
     diff = np.where(a == b, 0.0, np.abs(a.astype(np.float64) - b.astype(np.float64)))
     return float(np.max(np.where(np.isnan(diff), np.inf, diff), initial=0.0))
 
@@ -163,7 +161,7 @@ def validate_onnx(model: nn.Module, onnx_path: str | Path, sample: dict[str, np.
                         f"inputs of shape {batch['input_ids'].shape}: an axis was exported as fixed; re-export "
                         "with dynamic axes"
                     )
-                worst[name] = max(worst.get(name, 0.0), _max_abs_diff(got[name], want))
+                worst[name] = max(worst.get(name, 0.0), max_abs_diff(got[name], want))
     finally:
         model.train(was_training)
     bad = {k: v for k, v in worst.items() if not v <= atol}
@@ -181,6 +179,7 @@ def validate_onnx(model: nn.Module, onnx_path: str | Path, sample: dict[str, np.
 
 
 def _export_optimum(model_dir: Path, out_dir: Path, task_type: str, opset: int | None) -> None:
+    # NOTE: imported here, not at the top: Optimum's exporters are heavy and only an export needs them.
     from optimum.exporters.onnx import main_export
 
     # Our own validation follows (more lengths, our tolerance, our exception); Optimum's would only repeat it.
@@ -210,7 +209,7 @@ class _Outputs(nn.Module):
 
 def _export_torch(model: nn.Module, model_dir: Path, out_dir: Path, task_type: str, opset: int | None) -> None:
     names = output_names(task_type)
-    example = _random_batch(2, min(16, model.config.max_position_embeddings), model.config.vocab_size, 0)
+    example = random_batch(2, min(16, model.config.max_position_embeddings), model.config.vocab_size, 0)
     axes = {0: "batch_size", 1: "sequence_length"}
     dynamic = {k: axes for k in INPUT_NAMES} | {k: ({0: "batch_size"} if k == "logits" else axes) for k in names}
     wrapper = _Outputs(model, names).eval()

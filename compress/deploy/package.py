@@ -18,6 +18,15 @@ from typing import Any
 
 from ..artifacts import config_hash
 from ..config import JobConfig
+from ..data.features import prepare_task_data
+from ..model.teacher import load_tokenizer
+from ..search.pareto import trial_record
+from ..search.heldout import CACHE_NAME, cached_score, heldout_block
+from ..search.objectives import latency
+from ..search.results import write_outputs
+from ..search.scenarios import pick
+from ..search.storage import open_study
+from .variants import PRECISIONS, measure_variants
 
 __all__ = ["DEFAULT_MODEL_NAME", "PackageError", "describe", "export_variants", "package", "resolve_trial"]
 
@@ -31,11 +40,6 @@ class PackageError(ValueError):
 def resolve_trial(cfg: JobConfig, trial: int | None = None, scenario: str | None = None,
                   within: float = 1.0) -> dict[str, Any]:
     """The trial record to package: by number, or the frontier point a scenario picks."""
-    from ..search.scenarios import pick
-    from ..search.frontier import trial_record
-    from ..search.results import write_outputs
-    from ..search.storage import open_study
-
     if (trial is None) == (scenario is None):
         raise PackageError("give exactly one of --trial N or --pick SCENARIO")
     study = open_study(cfg, create=False)
@@ -59,18 +63,12 @@ def resolve_trial(cfg: JobConfig, trial: int | None = None, scenario: str | None
 
 
 def _data(cfg: JobConfig, trial_dir: Path):
-    from ..data import prepare_task_data
-    from ..model.teacher import load_tokenizer
-
     return prepare_task_data(cfg, load_tokenizer(str(trial_dir / "onnx")))
 
 
 def export_variants(cfg: JobConfig, rec: dict[str, Any], precisions, progress: bool = True,
                     data=None) -> list[dict[str, Any]]:
     """Make and re-measure the variants of one trial; rows also land in trials/<n>/variants.json."""
-    from ..search.objectives import latency
-    from .variants import measure_variants
-
     trial_dir = Path(rec["dir"])
     data = data if data is not None else _data(cfg, trial_dir)
     return measure_variants(trial_dir, data, lambda p: latency(p, data.eval, cfg), precisions,
@@ -80,9 +78,7 @@ def export_variants(cfg: JobConfig, rec: dict[str, Any], precisions, progress: b
 def package(cfg: JobConfig, trial: int | None = None, scenario: str | None = None, within: float = 1.0,
             precision: str | None = None, name: str = DEFAULT_MODEL_NAME, progress: bool = True) -> dict[str, Any]:
     """Store one trial's variant in the BentoML model store; returns {tag, meta, path}."""
-    import bentoml
-
-    from .variants import PRECISIONS
+    import bentoml  # NOTE: here, not at the top: heavy, and only packaging needs it (`compress export` does not)
 
     rec = resolve_trial(cfg, trial, scenario, within)
     precision = precision or rec.get("precision") or "fp32"
@@ -108,7 +104,6 @@ def package(cfg: JobConfig, trial: int | None = None, scenario: str | None = Non
         "spec": rec.get("spec"), "packaged": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if data.test is not None:  # the packaged file on the held-out split: from the trial's cache when it is that file
-        from ..search.heldout import CACHE_NAME, cached_score, heldout_block
 
         test = cached_score(Path(row["dir"]) / "model.onnx", Path(rec["dir"]) / CACHE_NAME, data,
                             cfg.search.latency.threads, write=False)

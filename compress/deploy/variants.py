@@ -27,8 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
 from ..artifacts import write_json
+from ..model.inference import onnx_session, predict_onnx, score_outputs
+from .export import max_abs_diff, random_batch
 from .measure import onnx_size
 
 __all__ = ["PRECISIONS", "Variant", "VariantError", "make_variant", "compare_onnx", "measure_variants"]
@@ -71,19 +75,13 @@ def _num_layers(src: Path) -> int | None:
 
 
 def _validation_feeds(src: Path) -> list[dict[str, np.ndarray]]:
-    from .export import _random_batch
-
     config = json.loads((src / "config.json").read_text()) if (src / "config.json").is_file() else {}
     vocab, max_len = int(config.get("vocab_size", 30522)), int(config.get("max_position_embeddings", 512))
-    return [_random_batch(2, min(16, max_len), vocab, 0), _random_batch(3, min(37, max_len), vocab, 1)]
+    return [random_batch(2, min(16, max_len), vocab, 0), random_batch(3, min(37, max_len), vocab, 1)]
 
 
 def compare_onnx(reference: Path, candidate: Path, feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
     """Worst |candidate - reference| per output over the feeds (ONNX Runtime, CPU)."""
-    import onnxruntime as ort
-
-    from .export import _max_abs_diff
-
     ref = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
     cand = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
     names = [o.name for o in ref.get_outputs()]
@@ -96,7 +94,7 @@ def compare_onnx(reference: Path, candidate: Path, feeds: list[dict[str, np.ndar
         for name, x, y in zip(names, a, b):
             if x.shape != y.shape:
                 raise VariantError(f"{candidate}: output {name!r} has shape {y.shape}, the fp32 model {x.shape}")
-            worst[name] = max(worst.get(name, 0.0), _max_abs_diff(y, x))
+            worst[name] = max(worst.get(name, 0.0), max_abs_diff(y, x))
     return worst
 
 
@@ -112,6 +110,8 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
+# NOTE: the optimizer and the quantizer are imported when a variant is made, not at the top: both pull in much of
+# ONNX Runtime's Python tooling, which nothing else (the search, validate) needs.
 def _optimize(src_onnx: Path, dst_onnx: Path) -> dict[str, Any]:
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -128,8 +128,7 @@ def _optimize(src_onnx: Path, dst_onnx: Path) -> dict[str, Any]:
 
 
 def _quantize(src_onnx: Path, dst_onnx: Path) -> dict[str, Any]:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # NOTE: lazy, as above
 
     with _quiet_root_logger():  # "consider pre-processing" advice aimed at static CNN quantisation
         # DefaultTensorType: fused contrib ops (Attention, SkipLayerNormalization) have no ONNX shape inference;
@@ -143,8 +142,6 @@ def _quantize(src_onnx: Path, dst_onnx: Path) -> dict[str, Any]:
 
 def make_variant(fp32_dir: str | Path, out_dir: str | Path, precision: str, atol: float = 1e-3) -> Variant:
     """Write the `precision` variant of the ONNX model in fp32_dir (a folder from export_onnx) to out_dir."""
-    import onnxruntime as ort
-
     start = time.perf_counter()
     src, out = Path(fp32_dir), Path(out_dir)
     if precision not in PRECISIONS:
@@ -213,8 +210,6 @@ def measure_variants(trial_dir: str | Path, data, latency_fn, precisions=PRECISI
     `latency_fn(onnx_path)` runs the latency protocol (the search's, so figures compare). Writes
     trial_dir/variants.json (rows of other precisions measured before are kept) and returns the new rows.
     """
-    from ..model.inference import onnx_session, predict_onnx, score_outputs
-
     trial_dir = Path(trial_dir)
     rows = []
     for precision in precisions:

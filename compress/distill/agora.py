@@ -42,7 +42,14 @@ from typing import Any
 import numpy as np
 
 from ..config import JobConfig, ThetaConfig, to_dict
-from ..model.metrics import points
+from ..data.augment import Nu
+from ..data.features import Split, TaskData, encode_texts
+from ..data.qa import featurize_qa
+from ..model.inference import evaluate_model, predict_logits
+from ..model.metrics import compute_exact, points
+from ..model.student import build_student, param_count
+from .jobs import save_run
+from .loop import train
 
 __all__ = ["AgoraResult", "balance", "prune_thetas", "run_agora", "stop_reason", "wrong_examples"]
 
@@ -97,8 +104,6 @@ def wrong_examples(task_type: str, examples: list[Any], predictions: list[Any]) 
     """Examples the student gets wrong: classification by label, regression by rounded value, QA by exact match
     of the final answer (no answer counts as the empty string)."""
     if task_type == "qa":
-        from ..model.metrics import compute_exact
-
         by_id = {p.qid: p for p in predictions}
         out = []
         for ex in examples:
@@ -116,9 +121,6 @@ def wrong_examples(task_type: str, examples: list[Any], predictions: list[Any]) 
 
 
 def _split(ctx, name: str, examples: list[Any]):
-    from ..data.features import Split, encode_texts
-    from ..data.qa import featurize_qa
-
     cfg = ctx.cfg
     if cfg.task.type == "qa":
         arrays = featurize_qa(examples, ctx.tokenizer, cfg.data.max_seq_length, cfg.data.doc_stride)
@@ -128,8 +130,6 @@ def _split(ctx, name: str, examples: list[Any]):
 
 
 def _concat(base, new):
-    from ..data.features import Split
-
     arrays = {}
     for k, v in base.arrays.items():
         w = new.arrays[k]
@@ -141,8 +141,6 @@ def _concat(base, new):
 
 def _make_new(ctx, nu, wrong: list[Any], ac, rng: np.random.Generator):
     """ν over the errors, teacher labels, balance; returns (split of new rows, teacher outputs on them)."""
-    from ..model.inference import predict_logits
-
     made = []
     for _ in range(1 + ac.replay):
         for ex in wrong:
@@ -184,13 +182,6 @@ def _make_new(ctx, nu, wrong: list[Any], ac, rng: np.random.Generator):
 
 def run_agora(ctx, spec, out: Path, distill=None, progress: bool = True) -> AgoraResult:
     """Agora for one student spec on the context's data; writes `out` (model, tokenizer, metrics.json, agora.json)."""
-    from ..data.augment import Nu
-    from ..data.features import TaskData
-    from .loop import train
-    from ..model.inference import evaluate_model
-    from .jobs import _save_run
-    from ..model.student import build_student, param_count
-
     cfg: JobConfig = ctx.cfg
     ac = cfg.agora
     kd = distill or cfg.distill
@@ -268,7 +259,7 @@ def run_agora(ctx, spec, out: Path, distill=None, progress: bool = True) -> Agor
              "finetune": "agora", "theta": to_dict(ac.thetas[best_theta]), "agora_table": table,
              "agora_stopped": stopped, "agora_config": to_dict(ac), "distill_config": to_dict(kd),
              "wall_seconds": round(time.perf_counter() - t_start, 2), "version_2": data.version_2}
-    _save_run(out, best_model, ctx.tokenizer, final, best_result, extra)
+    save_run(out, best_model, ctx.tokenizer, final, best_result, extra)
     (out / "agora.json").write_text(json.dumps({"theta": to_dict(ac.thetas[best_theta]), "stopped": stopped,
                                                 "table": table, "config": to_dict(ac)}, indent=2, default=str))
     return AgoraResult(out, ac.thetas[best_theta], table, stopped, best_result.metrics)

@@ -18,8 +18,7 @@ from torch import nn
 
 from ..artifacts import config_hash, write_json
 from ..config import DistillConfig, JobConfig, to_dict
-from ..data import TaskData, prepare_task_data
-from .loop import TrainResult, train
+from ..data.features import TaskData, prepare_task_data
 from ..env import environment
 from ..model.inference import evaluate_model
 from ..model.student import StudentSpec, build_student, model_param_count, param_count, teacher_layers
@@ -27,10 +26,11 @@ from ..model.teacher import (
     cached_importance, check_tokenizer, load_teacher, load_tokenizer, model_fingerprint, resolve_model,
     teacher_outputs,
 )
+from .loop import TrainResult, train
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Context", "distill_student", "finetune_teacher", "load_context", "teacher_path"]
+__all__ = ["Context", "distill_student", "finetune_teacher", "load_context", "save_run", "teacher_path"]
 
 
 def teacher_path(cfg: JobConfig) -> str:
@@ -61,7 +61,9 @@ def _save_predictions(path: Path, data: TaskData, preds: list[Any]) -> None:
     write_json(path, obj)
 
 
-def _save_run(out: Path, model: nn.Module, tokenizer, data: TaskData, result: TrainResult, extra: dict[str, Any]) -> None:
+def save_run(out: Path, model: nn.Module, tokenizer, data: TaskData, result: TrainResult, extra: dict[str, Any]) -> None:
+    """A trained model's folder: the model (safetensors) and tokenizer, predictions.json, and metrics.json (the
+    result, `extra`, and the machine and library versions)."""
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)  # safetensors
     tokenizer.save_pretrained(out)
@@ -100,7 +102,7 @@ def finetune_teacher(cfg: JobConfig, force: bool = False, progress: bool = True)
         "eval_rows": len(data.eval.examples), "version_2": data.version_2,
         "train_config": to_dict(cfg.teacher.train), "config_hash": config_hash(cfg),
     }
-    _save_run(out, model, tokenizer, data, result, extra)
+    save_run(out, model, tokenizer, data, result, extra)
     return out
 
 
@@ -179,5 +181,5 @@ def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: Distill
         "distill_config": to_dict(kd), "config_hash": config_hash(cfg),
         "wall_seconds": round(time.perf_counter() - t0, 2), "version_2": data.version_2,
     }
-    _save_run(out, student, ctx.tokenizer, data, result, extra)
+    save_run(out, student, ctx.tokenizer, data, result, extra)
     return json.loads((out / "metrics.json").read_text())

@@ -17,10 +17,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..config import DistillConfig, TrainConfig
-from ..data import TaskData
-from ..data.features import MODEL_INPUTS
+from ..data.features import MODEL_INPUTS, TaskData
 from ..model.inference import evaluate_model
 from .losses import hard_loss, hidden_mse, qa_soft_kl, regression_soft, soft_kl
 
@@ -122,8 +122,6 @@ def train(
     each evaluation; raising StopTraining ends the run there (its metrics become the result), any other
     exception propagates. The curve written so far is kept either way.
     """
-    from tqdm.auto import tqdm
-
     task_type = data.task.type
     set_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

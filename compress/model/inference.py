@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from ..data import Split, TaskData, decode_qa
-from .metrics import SquadGold, classification_metrics, regression_metrics, squad_evaluate
+from ..data.features import Split, TaskData
+from ..data.qa import decode_qa
 from ..deploy.onnxrt import onnx_session  # re-exported: sessions for evaluation and serving are made one way
+from .metrics import SquadGold, classification_metrics, regression_metrics, squad_evaluate
 
 __all__ = ["evaluate_model", "evaluate_onnx", "onnx_session", "output_names", "predict_logits", "predict_onnx",
            "score_outputs"]
@@ -34,7 +36,6 @@ def _predict(run, split: Split, batch_size: int, task_type: str, progress: bool,
     out: dict[str, list[np.ndarray]] = {k: [] for k in names}
     starts = range(0, n, batch_size)
     if progress:
-        from tqdm.auto import tqdm
         starts = tqdm(starts, desc=desc, unit="batch", leave=False)
     for start in starts:
         got = run(split.batch(np.arange(start, min(start + batch_size, n)), labels=False))

@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from huggingface_hub import constants, try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 from torch import nn
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
-from ..data import Split, TaskData
-from ..data.features import save_atomic
+from ..data.features import Split, TaskData, save_atomic
 from .inference import predict_logits
+from .student import Importance, measure_importance
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +106,11 @@ def check_teacher_folder(path: str | Path, fix: str = SAVE_FIX) -> None:
 
 def _cached_snapshot(repo_id: str) -> Path | None:
     """The folder of `repo_id` in the local Hugging Face cache, or None; never touches the network."""
-    from huggingface_hub import try_to_load_from_cache
-
     found = try_to_load_from_cache(repo_id, "config.json")
     return Path(found).parent if isinstance(found, str) else None  # None or _CACHED_NO_EXIST: not there
 
 
 def _can_be_hub_id(ref: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         return False
     try:
@@ -154,8 +154,6 @@ def resolve_model(ref: str, config_path: str | None = None) -> str:
             f"teacher.model {ref!r} does not exist{where}; give a save_pretrained folder or a hub id")
     snapshot = _cached_snapshot(ref)
     if snapshot is None:
-        from huggingface_hub import constants
-
         raise TeacherError(
             f"teacher.model {ref!r} is not a folder ({looked}) and not a model in the local Hugging Face cache "
             f"({constants.HF_HUB_CACHE}); give the path to a save_pretrained folder, or download it first with "
@@ -182,15 +180,11 @@ def _reason(exc: BaseException, limit: int = 240) -> str:
 
 
 def _auto_class(task_type: str):
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-
     return AutoModelForQuestionAnswering if task_type == "qa" else AutoModelForSequenceClassification
 
 
 def load_tokenizer(path: str):
     """The fast tokenizer saved with a model: a local folder, or a hub id from the local cache only."""
-    from transformers import AutoTokenizer
-
     folder = Path(path)
     local = folder.is_dir()
     if local and not any((folder / name).is_file() for name in TOKENIZER_FILES):
@@ -218,8 +212,6 @@ def load_tokenizer(path: str):
 
 def _is_load_fault(exc: BaseException) -> bool:
     """Whether from_pretrained failed because of the files it was given (not a bug or lack of memory)."""
-    from safetensors import SafetensorError
-
     if isinstance(exc, (OSError, ValueError, SafetensorError)):
         return True
     return isinstance(exc, RuntimeError) and ("size mismatch" in str(exc) or "loading state_dict" in str(exc))
@@ -227,8 +219,6 @@ def _is_load_fault(exc: BaseException) -> bool:
 
 def load_teacher(path: str, data: TaskData, require_head: bool = True) -> tuple[nn.Module, bool]:
     """The teacher model for the task, and whether the checkpoint already had a trained head."""
-    from transformers import AutoConfig
-
     if Path(path).is_dir():
         check_teacher_folder(path)
     try:
@@ -324,8 +314,6 @@ def teacher_outputs(teacher: nn.Module, fingerprint: str, data: TaskData, split:
 def cached_importance(teacher: nn.Module, fingerprint: str, data: TaskData, cache_dir: Path, batches: int,
                       batch_size: int = 32):
     """Head and FFN-neuron importance of the teacher, measured on its training split once."""
-    from .student import Importance, measure_importance
-
     key = hashlib.sha256(f"{fingerprint}-{data.train.key}-{batches}-{batch_size}".encode()).hexdigest()[:20]
     path = cache_dir / f"importance-{key}.safetensors"
     if path.exists():

@@ -30,7 +30,7 @@ from ..data.qa import QAPrediction
 from ..deploy.variants import serving_threshold
 from ..env import environment
 from ..model.metrics import compute_exact, compute_f1, points
-from ..search.frontier import trial_record
+from ..search.pareto import trial_record
 from ..search.heldout import evaluate_heldout
 from ..search.results import study_summary, write_outputs
 from ..search.scenarios import SCENARIOS, ScenarioError, pick

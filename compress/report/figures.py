@@ -261,7 +261,7 @@ def curves(rec: dict[str, Any], curve: list[dict[str, Any]], metric: str) -> Fig
 
     def plotly():
         go = _go()
-        from plotly.subplots import make_subplots
+        from plotly.subplots import make_subplots  # NOTE: lazy, as in _go()
 
         fig = make_subplots(rows=1, cols=2, subplot_titles=("evaluation", "training loss terms"))
         for k in metrics:

@@ -1,7 +1,7 @@
 """The multi-objective search over students, and what is read from it.
 
 space (what is searched) · objectives (what a trial is scored on: objectives, constraints, latency protocol) ·
-storage (where the study lives) · study (running trials: workers, heartbeats, resume) · frontier (trial records,
+storage (where the study lives) · study (running trials: workers, heartbeats, resume) · pareto (trial records,
 dominance, the frontier) · results (frontier.json, trials.csv, status) · heldout (the test split, scored once the
 search is over) · scenarios (picking one frontier point) · query (`compress trials`) · fptas, fptas_calibration,
 fptas_output, fptas_run (`compress fptas`).
@@ -11,7 +11,7 @@ from .fptas import W_DEFINITION, Candidate, candidate_grid, surrogate_error, w_c
 from .fptas_calibration import calibrate, real_relative_error, spearman
 from .fptas_output import calibration_markdown, calibration_png, ranking_markdown
 from .fptas_run import run_fptas
-from .frontier import baseline_trial, dominates, frontier, trial_record
+from .pareto import baseline_trial, dominates, frontier, trial_record
 from .heldout import evaluate_heldout
 from .objectives import (
     MEASURES, Constraint, SearchError, latency, metric_names, objective_directions, parse_constraint,

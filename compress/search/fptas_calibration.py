@@ -9,7 +9,7 @@ import numpy as np
 
 from ..model.metrics import points
 from .fptas import w_coefficient
-from .frontier import dominates
+from .pareto import dominates
 
 __all__ = ["calibrate", "misses", "nondominated", "real_relative_error", "spearman"]
 

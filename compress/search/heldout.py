@@ -29,7 +29,7 @@ from ..deploy.variants import serving_threshold
 from ..model.inference import evaluate_onnx
 from ..model.metrics import SquadGold, squad_evaluate
 from ..model.teacher import load_tokenizer
-from .frontier import baseline_trial, frontier
+from .pareto import baseline_trial, frontier
 
 __all__ = ["CACHE_NAME", "ORACLE_KEYS", "cached_score", "evaluate_heldout", "heldout_block", "heldout_data",
            "onnx_sha256", "read_heldout", "score_heldout"]

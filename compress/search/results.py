@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial
 
 from ..artifacts import atomic_write, write_json
 from ..config import JobConfig
-from .frontier import baseline_trial, dominates, frontier, trial_record
+from .pareto import baseline_trial, dominates, frontier, trial_record
 from .heldout import CACHE_NAME, heldout_block, read_heldout
 from .objectives import MEASURES, objective_directions
 from .storage import open_study, storage_url

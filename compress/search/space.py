@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..config import ConfigError, DistillConfig, JobConfig, build
+from ..deploy.variants import PRECISIONS
 from ..model.student import StudentSpec, configured_spec_fields, teacher_layers
 
 __all__ = ["ParamSpec", "SearchSpace", "SearchSpaceError", "SPEC_PARAMS", "DISTILL_PARAMS", "TRAIN_PARAMS",
@@ -115,8 +116,6 @@ class SearchSpace:
                 raise SearchSpaceError(f"config key 'search.space.{name}.type': got {spec.type!r}; {name} is a "
                                        "whole number: use int or categorical")
             if name == "precision":
-                from ..deploy.variants import PRECISIONS
-
                 bad = [c for c in (spec.choices or ()) if c not in PRECISIONS]
                 if spec.type != "categorical" or bad:
                     raise SearchSpaceError(f"config key 'search.space.precision': got {bad or spec.type!r}; use "

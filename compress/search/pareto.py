@@ -1,4 +1,5 @@
-"""Reading trials back: one plain record per trial, Pareto dominance, the frontier and the baseline."""
+"""Reading trials back: one plain record per trial, Pareto dominance, the frontier (feasible, non-dominated
+trials) and the baseline."""
 
 from __future__ import annotations
 
