@@ -30,6 +30,7 @@ import time
 from typing import Annotated, Any
 
 import bentoml
+from bentoml.exceptions import BentoMLException
 from pydantic import AfterValidator, BaseModel, Field
 
 from serve.middleware import BodyLimitAndErrors
@@ -56,13 +57,22 @@ MAX_BODY_BYTES = _env_int("COMPRESS_MAX_BODY_BYTES", 1 << 20)
 THREADS = _env_int("COMPRESS_THREADS", 2)
 HOST = os.environ.get("COMPRESS_HOST", "127.0.0.1")
 
-_RUNTIME: ModelRuntime | None = None  # set when the service starts; input validators read the model's task
-
 
 def _runtime() -> ModelRuntime:
-    if _RUNTIME is None:
+    """The model runtime of the running service (kept on the service, `self.runtime`).
+
+    NOTE: inputs are checked by the request's types, before adaptive batching merges requests: a bad input then
+    fails its own request with a 400 naming its field (texts[1], items[0].question), and never the requests it
+    would have been batched with (a check inside the batched API method would fail them all, and count indices
+    across the merged batch). The types see no `self`, so they ask BentoML for the service instance.
+    """
+    try:
+        runtime = getattr(bentoml.get_current_service(), "runtime", None)
+    except BentoMLException:  # the service is not instantiated yet
+        runtime = None
+    if runtime is None:
         raise ValueError("the model is still loading; retry when /readyz answers 200")
-    return _RUNTIME
+    return runtime
 
 
 def _check_texts(texts: list[Any]) -> list[Any]:
@@ -115,10 +125,8 @@ class Compress:
     model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        global _RUNTIME
         stored = self.model
-        self.runtime = load_runtime(stored.path, threads=THREADS)
-        _RUNTIME = self.runtime
+        self.runtime: ModelRuntime = load_runtime(stored.path, threads=THREADS)
         meta = self.runtime.meta
         MODEL_INFO.labels(
             model=str(stored.tag), run=str(meta.get("run")), trial=str(meta.get("trial")), task=self.runtime.task,
@@ -128,7 +136,7 @@ class Compress:
         ).set(1)
 
     def __is_ready__(self) -> bool:
-        return _RUNTIME is not None
+        return getattr(self, "runtime", None) is not None
 
     @bentoml.api(route="/classify", batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def classify(self, texts: Texts) -> list[dict[str, Any]]:
