@@ -6,7 +6,7 @@
 # line against the identical copies in LowZhangBao/R-NET-for-pytorch and
 # traviemcg/cs224nfinalproject (whose only differences are local edits to main()).
 # Only these header comment lines were added; the code below is unmodified.
-# Used by tests/test_evaluate.py as the oracle for compress.model.metrics.squad_evaluate.
+# Used by tests/model/test_metrics.py as the oracle for compress.model.metrics.squad_evaluate.
 """Official evaluation script for SQuAD version 2.0.
 
 In addition to basic functionality, we also compute additional statistics and

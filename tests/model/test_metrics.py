@@ -31,8 +31,8 @@ from compress.model.metrics import (
     squad_gold_from_json,
 )
 
-REFERENCE_SCRIPT = Path(__file__).resolve().parent / "reference" / "evaluate_v2.py"
-SQUAD2_DEV_HALF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "squad2" / "dev-v2.0-half.json"
+REFERENCE_SCRIPT = Path(__file__).resolve().parents[1] / "reference" / "evaluate_v2.py"
+SQUAD2_DEV_HALF = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "squad2" / "dev-v2.0-half.json"
 
 
 # --------------------------------------------------------------------------- #

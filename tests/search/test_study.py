@@ -138,7 +138,7 @@ def test_study_runs_records_and_writes_outputs(trained, tmp_path):
     assert (trial_dir / "onnx" / "model.onnx").is_file() and (trial_dir / "model" / "curves.jsonl").is_file()
     doc = json.loads((cfg.run_dir / "frontier.json").read_text())
     assert doc["frontier"] and doc["baseline"]["number"] == 0 and doc["teacher"]["latency_ms"] > 0
-    # no test split: no held-out figures, no "splits" entry, nothing scored (tests/test_heldout.py has the rest)
+    # no test split: no held-out figures, no "splits" entry, nothing scored (tests/search/test_heldout.py has the rest)
     assert not cfg.data.has_test and "splits" not in doc
     assert all("test" not in r for r in (doc["teacher"], doc["baseline"], *doc["frontier"]))
     assert not list(cfg.run_dir.rglob("test.json"))
