@@ -9,15 +9,9 @@ frontier points at or above the baseline's metric; the values the frontier prefe
 chosen trials; and for QA, an error analysis of the chosen model by article.
 
 With a held-out test split (data.test or data.split.test), the scenario, frontier and reference tables show the eval
-metric (what the search selected on) and the test metric (never seen by the search; compress.search.heldout scores what is
-missing when the report is built) in separate, labelled columns.
-
-QA error categories (per question, at the model's serving no-answer threshold, see compress.deploy.variants):
-- correct: exact match with a gold answer, or no answer where the question has none;
-- mostly correct: answered, not exact, best F1 against the gold answers >= report.mostly_correct_f1 (0.5);
-- mostly wrong: answered, F1 below that;
-- label has answer: the question has an answer but the model said no answer;
-- label has no answer: the question has none but the model answered.
+metric (what the search selected on) and the test metric (never seen by the search; compress.search.heldout scores
+what is missing when the report is built) in separate, labelled columns. The QA error categories are defined in
+compress/report/collect.py, the figures in compress/report/figures.py.
 """
 
 from __future__ import annotations
