@@ -57,6 +57,7 @@ _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<)\s*([-+0-9.
 
 
 def parse_constraint(text: str, allowed: set[str]) -> Constraint:
+    """`NAME op VALUE` (op one of >=, <=, >, <) with NAME one of `allowed`; SearchError saying why otherwise."""
     m = _CONSTRAINT.match(text)
     if not m:
         raise SearchError(f"search.constraints: {text!r} is not of the form 'NAME >= VALUE' (or <=, >, <)")
@@ -86,11 +87,13 @@ def objective_directions(cfg: JobConfig) -> list[tuple[str, str]]:
     return out
 
 
-def search_constraints(cfg: JobConfig, metric_names: set[str]) -> list[Constraint]:
-    return [parse_constraint(c, metric_names | set(MEASURES)) for c in cfg.search.constraints]
+def search_constraints(cfg: JobConfig, names: set[str]) -> list[Constraint]:
+    """search.constraints, parsed; each names one of `names` (the task's metrics) or a measure."""
+    return [parse_constraint(c, names | set(MEASURES)) for c in cfg.search.constraints]
 
 
 def metric_names(cfg: JobConfig) -> set[str]:
+    """The metrics a trial of this task records, which constraints may name."""
     return {
         "classification": {"accuracy", "f1", "mcc"}, "pair_classification": {"accuracy", "f1", "mcc"},
         "regression": {"pearson", "spearman", "mse"},
@@ -129,6 +132,7 @@ def measure_teacher(ctx, cfg: JobConfig) -> dict[str, Any]:
 
 
 def export_sample(ctx) -> dict[str, np.ndarray]:
+    """Up to 8 real eval rows: every export is checked against PyTorch on them (and on other shapes)."""
     b = ctx.data.eval.batch(np.arange(min(8, len(ctx.data.eval))), labels=False)
     return {k: v.numpy() for k, v in b.items()}
 

@@ -14,6 +14,7 @@ __all__ = ["baseline_trial", "dominates", "frontier", "trial_record"]
 
 
 def trial_record(t: FrozenTrial, objectives: list[str]) -> dict[str, Any]:
+    """One trial as a plain record: state, metric and measures, objectives, reason, spec, timings, paths."""
     ua = t.user_attrs
     state = ua.get("state") or t.state.name.lower()
     if t.state == TrialState.RUNNING:
@@ -38,6 +39,7 @@ def trial_record(t: FrozenTrial, objectives: list[str]) -> dict[str, Any]:
 
 
 def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
+    """Whether `a` is at least as good as `b` on every objective and better on one."""
     better = False
     for x, y, d in zip(a, b, directions):
         if d == "maximize":

@@ -16,10 +16,12 @@ __all__ = ["make_sampler", "open_storage", "open_study", "storage_url"]
 
 
 def storage_url(cfg: JobConfig) -> str:
+    """search.storage, or the SQLite file study.db in the run folder."""
     return cfg.search.storage or f"sqlite:///{(cfg.run_dir / 'study.db').resolve()}"
 
 
 def open_storage(cfg: JobConfig) -> optuna.storages.BaseStorage:
+    """The Optuna storage at storage_url(cfg); SearchError when it cannot be opened."""
     url = storage_url(cfg)
     if url.startswith("journal:"):
         path = Path(url[len("journal:"):])
@@ -37,6 +39,7 @@ def open_storage(cfg: JobConfig) -> optuna.storages.BaseStorage:
 
 
 def make_sampler(cfg: JobConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """search.sampler, seeded with search.seed (grid: every combination of the space)."""
     s, seed = cfg.search.sampler, cfg.search.seed
     if s == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True,

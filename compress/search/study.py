@@ -47,7 +47,6 @@ from .storage import open_study
 
 log = logging.getLogger(__name__)
 
-
 __all__ = ["prepare_search", "reap_stale_trials", "run_search", "run_trial", "run_worker"]
 
 
