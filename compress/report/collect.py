@@ -144,7 +144,8 @@ def importances(study, objectives: list[str]) -> dict[str, dict[str, float]]:
             imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0),
                                         target=lambda t, i=i: t.values[i])
         except (RuntimeError, ValueError, ZeroDivisionError) as exc:
-            optuna.logging.get_logger(__name__).info("no importance for %s: %s", name, exc)
+            # the package's logger, so the line reads "INFO compress.report: ..." as it always has
+            optuna.logging.get_logger(__package__).info("no importance for %s: %s", name, exc)
             continue
         out[name] = {k: float(v) for k, v in imp.items()}
     return out
