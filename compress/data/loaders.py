@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import gzip
 import hashlib
 import json
 import logging
@@ -80,19 +81,47 @@ def file_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _format_of(source: SourceConfig, path: Path) -> str:
+_SPREADSHEETS = (".xlsx", ".xls", ".xlsm", ".ods", ".numbers")
+
+
+def _format_of(source: SourceConfig, path: Path, qa: bool = False) -> str:
+    """The format of a source: `format:`, else its extension (under a .gz). A .json file is SQuAD for a QA task
+    and a list of records otherwise."""
     if source.format != "auto":
         return source.format
-    suffix = path.suffix.lower()
     if path.is_dir():
         return "hf"
-    fmt = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "squad"}.get(suffix)
+    suffix = _inner_suffix(path)
+    if suffix in _SPREADSHEETS:
+        raise DataError(f"{path.name} is a spreadsheet; save it as CSV (in Excel: Save As, 'CSV UTF-8') and point "
+                        "path at the .csv file")
+    fmt = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+           ".json": "squad" if qa else "json"}.get(suffix)
     if fmt is None:
         raise DataError(
             f"cannot tell the format of {str(path)!r} from its extension {suffix!r}; "
-            "set format: tsv, csv, jsonl, squad or hf on this source"
+            "set format: tsv, csv, jsonl, json, parquet, squad or hf on this source"
         )
     return fmt
+
+
+def _inner_suffix(path: Path) -> str:
+    """The extension that names the format: 'train.tsv.gz' -> '.tsv'."""
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _open_binary(path: Path):
+    """A file's bytes, decompressed when it ends in .gz."""
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+
+
+def _open_text(path: Path, encoding: str, newline: str | None = None):
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding=encoding, newline=newline)
+    return open(path, encoding=encoding, newline=newline)
 
 
 def _require_exists(path: Path, fmt: str) -> None:
@@ -113,8 +142,12 @@ def file_encoding(path: Path, source: SourceConfig) -> str:
     byte-order mark, and UTF-8 otherwise (utf-8-sig: a UTF-8 byte-order mark, as Excel writes, is dropped)."""
     if source.encoding:
         return source.encoding
-    with open(path, "rb") as fh:
-        head = fh.read(4)
+    with _open_binary(path) as fh:
+        try:
+            head = fh.read(4)
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            raise DataError(f"{path.name} cannot be read as {'gzip' if path.suffix == '.gz' else 'a file'} "
+                            f"({exc}); check the file") from None
     if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         return "utf-32"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -127,7 +160,7 @@ def _undecodable(path: Path, encoding: str, exc: UnicodeDecodeError) -> DataErro
     line_no, offset, bad = None, None, b""
     decoder = codecs.getincrementaldecoder(encoding)()
     pos = 0
-    with open(path, "rb") as fh:
+    with _open_binary(path) as fh:
         for line_no, raw in enumerate(fh, start=1):
             try:
                 decoder.decode(raw)
@@ -167,7 +200,7 @@ def _read_delimited(path: Path, delimiter: str, quoting: int, source: SourceConf
     """
     name = path.name
     sep = "tab" if delimiter == "\t" else "delimiter or quote"
-    with open(path, newline="", encoding=encoding) as fh:
+    with _open_text(path, encoding, newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
         if source.header:
             header = next(reader, None)
@@ -194,7 +227,7 @@ def _read_delimited(path: Path, delimiter: str, quoting: int, source: SourceConf
 
 
 def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
-    with open(path, encoding=encoding) as fh:
+    with _open_text(path, encoding) as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -211,6 +244,49 @@ def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[str, dict[str, Any]
                 yield where, DataError(f"{where}: is a JSON {type(row).__name__}, expected an object")
                 continue
             yield where, row
+
+
+def _read_json_records(path: Path, encoding: str) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
+    """A JSON array of objects (pandas' to_json(orient="records")); a file that holds one object per line is
+    JSON Lines whatever its extension, and is read as such."""
+    with _open_text(path, encoding) as fh:
+        text = fh.read()
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            yield from _read_jsonl(path, encoding)
+            return
+        raise DataError(f"{path.name}:{exc.lineno}: is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("data"), list) and doc["data"] \
+            and isinstance(doc["data"][0], dict) and "paragraphs" in doc["data"][0]:
+        raise DataError(f"{path.name}: format 'squad' holds QA data; a squad source cannot feed a classification "
+                        "task (set task.type: qa, or give a file of labelled texts)")
+    if isinstance(doc, dict) and len(doc) == 1 and isinstance(next(iter(doc.values())), list):
+        doc = next(iter(doc.values()))  # {"data": [...]}: one named list of records
+    if not isinstance(doc, list):
+        raise DataError(f"{path.name}: holds a JSON {type(doc).__name__}; a json source is a list of objects, one per "
+                        "example (or JSON Lines: one object per line)")
+    for i, row in enumerate(doc):
+        where = f"{path.name}[{i}]"
+        if not isinstance(row, dict):
+            yield where, DataError(f"{where}: is a JSON {type(row).__name__}, expected an object")
+            continue
+        yield where, row
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    import pyarrow.parquet as pq  # installed with `datasets`; only needed for parquet files
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid and friends for any bad file
+        raise DataError(f"{path.name} is not a readable Parquet file ({exc}); check the file") from None
+    i = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            yield f"{path.name} row {i + 1}", row
+            i += 1
 
 
 def _hf_dataset(source: SourceConfig, path: Path) -> Any:
@@ -257,17 +333,21 @@ def _read_hf(source: SourceConfig, path: Path) -> Iterator[tuple[str, dict[str, 
 
 
 def _rows(source: SourceConfig, path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if fmt in ("tsv", "csv", "jsonl"):
+    if (not source.header or source.delimiter) and fmt not in ("tsv", "csv"):
+        raise DataError(f"{source.path}: header, columns and delimiter apply to tsv and csv files, not to {fmt}")
+    if fmt in ("tsv", "csv", "jsonl", "json"):
         encoding = file_encoding(path, source)
         if fmt == "jsonl":
             rows = _read_jsonl(path, encoding)
+        elif fmt == "json":
+            rows = _read_json_records(path, encoding)
         else:
             # NOTE: GLUE TSV files are not quoted: a '"' inside a sentence is text, not a quote.
             delimiter, quoting = ("\t", csv.QUOTE_NONE) if fmt == "tsv" else (",", csv.QUOTE_MINIMAL)
-            rows = _read_delimited(path, delimiter, quoting, source, encoding)
+            rows = _read_delimited(path, source.delimiter or delimiter, quoting, source, encoding)
         return _decoding(path, encoding, rows)
-    if not source.header:
-        raise DataError(f"{source.path}: header: false / columns: apply to tsv and csv files, not to {fmt}")
+    if fmt == "parquet":
+        return _read_parquet(path)
     if fmt == "hf":
         return _read_hf(source, path)
     raise DataError(f"format {fmt!r} holds QA data; a {fmt} source cannot feed a classification task")
@@ -358,7 +438,12 @@ def _missing_column(where: str, column: str, row: dict[str, Any], first: bool) -
     names = [str(c) for c in row]
     close = difflib.get_close_matches(column, names, n=1, cutoff=0.6)
     hint = ""
-    if close and close[0].strip().lower() == column.strip().lower():
+    split_by = next((d for d in (";", "|", "\t", ",") for n in names if d in n and column in n.split(d)), None)
+    if split_by == "\t":
+        hint = " (the header is separated by tabs: set format: tsv on this source)"
+    elif split_by is not None:
+        hint = f" (the header looks separated by '{split_by}': set delimiter: '{split_by}' on this source)"
+    elif close and close[0].strip().lower() == column.strip().lower():
         hint = f" ({close[0]!r} differs only in spaces or case)"
     elif close:
         hint = f" (did you mean {close[0]!r}?)"
@@ -543,7 +628,7 @@ def load_qa_examples(sources: tuple[SourceConfig, ...], config_path: str | None 
     examples: list[QAExample] = []
     for source in sources:
         path = resolve_source_path(source.path, config_path)
-        fmt = _format_of(source, path)
+        fmt = _format_of(source, path, qa=True)
         _require_exists(path, fmt)
         if fmt == "squad":
             items = list(_qa_from_squad(_select_articles(_squad_articles(path, source), source, path.name), path.name))
