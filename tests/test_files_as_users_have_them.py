@@ -298,3 +298,27 @@ def test_spreadsheet_says_to_save_as_csv(tmp_path):
     path.write_bytes(b"PK\x03\x04")
     with pytest.raises(DataError, match=msg("reviews.xlsx is a spreadsheet", "CSV UTF-8")):
         load(path, TaskConfig("classification"))
+
+
+def test_utf16_without_bom_and_nul_bytes_are_explained(tmp_path):
+    path = tmp_path / "u16.tsv"
+    path.write_bytes("sentence\tlabel\ngood\t1\n".encode("utf-16-le"))
+    with pytest.raises(DataError, match=msg("u16.tsv:2", "NUL bytes", "encoding: utf-16-le")):
+        load(path, TaskConfig("classification"))
+    assert load(path, TaskConfig("classification"), encoding="utf-16-le")[0].texts == ("good",)
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"sentence,label\ngo\x00od,1\n")
+    with pytest.raises(DataError, match=msg("nul.csv:2", "holds a NUL byte")):
+        load(nul, TaskConfig("classification"))
+
+
+def test_a_long_document_is_data_and_a_cut_gzip_is_explained(tmp_path):
+    import gzip
+
+    long = tmp_path / "long.tsv"
+    long.write_text("sentence\tlabel\n" + "word " * 60_000 + "\t1\n")  # 300 KB field: over csv's 128 KiB default
+    assert len(load(long, TaskConfig("classification"))[0].texts[0]) == 300_000
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(gzip.compress(b"sentence,label\n" + b"good,1\n" * 1000)[:40])
+    with pytest.raises(DataError, match=msg("cut.csv.gz: the compressed file is cut short", "download it again")):
+        load(cut, TaskConfig("classification"))

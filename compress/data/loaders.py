@@ -181,15 +181,29 @@ def _undecodable(path: Path, encoding: str, exc: UnicodeDecodeError) -> DataErro
 
 
 def _decoding(path: Path, encoding: str, rows: Iterator) -> Iterator:
-    """`rows`, with a decoding error turned into a DataError naming the file, line and byte offset."""
+    """`rows`, with a decoding error turned into a DataError naming the file, line and byte offset, and a file
+    that ends too soon or that csv cannot parse into one naming the file and what to do."""
+    where = path.name
     try:
-        yield from rows
+        for where, row in rows:
+            yield where, row
     except UnicodeDecodeError as exc:
         raise _undecodable(path, encoding, exc) from None
+    except (EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path.name}: the compressed file is cut short or damaged after {where} ({exc}); "
+                        "copy or download it again") from None
+    except csv.Error as exc:
+        raise DataError(f"{path.name}: cannot be read as {'CSV' if path.suffix != '.tsv' else 'TSV'} after {where} "
+                        f"({exc}); check the file around that line") from None
 
 
 # ----------------------------------------------------------------------------------------------
 # Tabular rows (TSV, CSV, JSONL, datasets)
+
+
+# NOTE: csv refuses fields over 128 KiB by default; a long document is data, not an error (truncation to
+# max_seq_length happens when it is featurised). 64 MiB still stops a file with a runaway quote.
+csv.field_size_limit(64 << 20)
 
 
 def _read_delimited(path: Path, delimiter: str, quoting: int, source: SourceConfig,
@@ -439,7 +453,10 @@ def _missing_column(where: str, column: str, row: dict[str, Any], first: bool) -
     close = difflib.get_close_matches(column, names, n=1, cutoff=0.6)
     hint = ""
     split_by = next((d for d in (";", "|", "\t", ",") for n in names if d in n and column in n.split(d)), None)
-    if split_by == "\t":
+    if any("\x00" in n for n in names):
+        hint = (" (the header holds NUL bytes: the file is UTF-16 without a byte-order mark; set encoding: "
+                "utf-16-le on this source)")
+    elif split_by == "\t":
         hint = " (the header is separated by tabs: set format: tsv on this source)"
     elif split_by is not None:
         hint = f" (the header looks separated by '{split_by}': set delimiter: '{split_by}' on this source)"
@@ -465,6 +482,9 @@ def _row_texts(row: dict[str, Any], task: TaskConfig, where: str) -> tuple[str, 
         value = row.get(col)
         if value is not None and not isinstance(value, str):
             raise DataError(f"{where}: column {col!r} is not text ({value!r})")
+        if value and "\x00" in value:
+            raise DataError(f"{where}: column {col!r} holds a NUL byte: the file is probably UTF-16 without a "
+                            "byte-order mark (set encoding: utf-16-le on the source) or not a text file")
         values.append(value or "")
     if task.type == "pair_classification":
         for col, value in zip(task.text_columns, values):
