@@ -322,3 +322,10 @@ def test_a_long_document_is_data_and_a_cut_gzip_is_explained(tmp_path):
     cut.write_bytes(gzip.compress(b"sentence,label\n" + b"good,1\n" * 1000)[:40])
     with pytest.raises(DataError, match=msg("cut.csv.gz: the compressed file is cut short", "download it again")):
         load(cut, TaskConfig("classification"))
+
+
+def test_a_tab_in_yaml_names_line_and_column(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("name: x\n\ttask: {type: classification}\n")
+    with pytest.raises(ConfigError, match=msg("is not valid YAML at line 2, column 1", "never tabs")):
+        load_config(path)
