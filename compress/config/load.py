@@ -191,7 +191,11 @@ def load_config(path: str | Path) -> JobConfig:
             f"{dup.second_line}); YAML would silently keep only the second. Merge the two into one"
         ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        tabs = " (YAML indents with spaces, never tabs)" if "'\\t'" in problem else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{at}: {problem}{tabs}; fix it there") from None
     return from_mapping(raw, config_path=str(path))
 
 

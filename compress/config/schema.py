@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 TaskType = Literal["classification", "pair_classification", "regression", "qa"]
-SourceFormat = Literal["auto", "tsv", "csv", "jsonl", "squad", "hf"]
+SourceFormat = Literal["auto", "tsv", "csv", "jsonl", "json", "parquet", "squad", "hf"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class SourceConfig:
     # file starts with a UTF-16 byte-order mark; anything else (latin-1, cp1252, ...) must be named here
     encoding: str | None = None
     header: bool = True  # tsv/csv: the first row names the columns; false: name them in `columns`
+    delimiter: str | None = None  # tsv/csv: the field separator when it is not the format's (e.g. ";")
     columns: tuple[str, ...] | None = None  # with header: false, the name of each column in file order
 
     def __post_init__(self) -> None:
@@ -60,6 +61,8 @@ class SourceConfig:
             except LookupError:
                 raise invalid("encoding", self.encoding, "is not an encoding Python knows; use e.g. utf-8, "
                             "latin-1, cp1252 or utf-16") from None
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise invalid("delimiter", self.delimiter, "must be one character, e.g. ';' or '|' (a tab is '\\t')")
         if not self.header and not self.columns:
             raise invalid("columns", self.columns, "a file without a header (header: false) needs the column "
                         "names in file order, e.g. columns: [label, title, text]")

@@ -1,24 +1,23 @@
-"""Read a task's examples from GLUE TSV, CSV, JSON Lines or Hugging Face `datasets` (SQuAD JSON: squad.py).
+"""Turn a task's rows into examples: columns, joined texts and labels checked row by row (SQuAD JSON: squad.py).
 
-Each reader returns plain examples; every bad row is reported with its file, line and what to fix.
+files.py opens the sources (formats, encodings, compression) and yields their rows; every bad row is reported
+with its file, line and what to fix.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import difflib
-import hashlib
-import json
 import logging
-import random
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
 from ..config import SourceConfig, TaskConfig
+from .files import (
+    DataError, file_encoding, file_fingerprint, hf_dataset, require_exists, resolve_source_path, source_format,
+    source_rows, subsample, undecodable_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +35,6 @@ __all__ = [
     "subsample",
     "undecodable_error",
 ]
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file, the row and what to do."""
 
 
 @dataclass(frozen=True)
@@ -61,230 +56,6 @@ class QAExample:
     question: str
     answers: tuple[tuple[str, int], ...]  # (text, character start in context)
     is_impossible: bool
-
-
-def resolve_source_path(path: str, config_path: str | None) -> Path:
-    """A relative path is looked up from the working directory, then from the config file's folder."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists() or config_path is None:
-        return p
-    beside = Path(config_path).resolve().parent / p
-    return beside if beside.exists() else p
-
-
-def file_fingerprint(path: Path) -> str:
-    """Content hash of a file or of every file in a folder: part of every feature cache key."""
-    h = hashlib.sha256()
-    files = sorted(q for q in path.rglob("*") if q.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def source_format(source: SourceConfig, path: Path) -> str:
-    if source.format != "auto":
-        return source.format
-    suffix = path.suffix.lower()
-    if path.is_dir():
-        return "hf"
-    fmt = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "squad"}.get(suffix)
-    if fmt is None:
-        raise DataError(
-            f"cannot tell the format of {str(path)!r} from its extension {suffix!r}; "
-            "set format: tsv, csv, jsonl, squad or hf on this source"
-        )
-    return fmt
-
-
-def require_exists(path: Path, fmt: str) -> None:
-    if fmt == "hf" and not path.exists():
-        return  # a hub name: `datasets` resolves it
-    if not path.exists():
-        raise DataError(f"data file {str(path)!r} does not exist; check data.train/data.eval paths in the config")
-    if path.is_file() and path.stat().st_size == 0:
-        raise DataError(f"data file {str(path)!r} is empty; it needs a header row and at least one example")
-
-
-# ----------------------------------------------------------------------------------------------
-# Text encodings
-
-
-def file_encoding(path: Path, source: SourceConfig) -> str:
-    """The codec a source is read with: `encoding:` when set; else UTF-16/32 when the file starts with their
-    byte-order mark, and UTF-8 otherwise (utf-8-sig: a UTF-8 byte-order mark, as Excel writes, is dropped)."""
-    if source.encoding:
-        return source.encoding
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        return "utf-32"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    return "utf-8-sig"
-
-
-def undecodable_error(path: Path, encoding: str, exc: UnicodeDecodeError) -> DataError:
-    """Where the first byte that `encoding` cannot decode is: line and byte offset, found by a second pass."""
-    line_no, offset, bad = None, None, b""
-    decoder = codecs.getincrementaldecoder(encoding)()
-    pos = 0
-    with open(path, "rb") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            try:
-                decoder.decode(raw)
-            except UnicodeDecodeError as err:
-                offset = pos + err.start
-                bad = raw[err.start:err.end]
-                break
-            pos += len(raw)
-    where = f"{path.name}:{line_no}" if offset is not None else path.name
-    at = f"byte offset {offset}" if offset is not None else f"position {exc.start}"
-    shown = (bad or exc.object[exc.start:exc.end])[:4].hex(" ")
-    name = "UTF-8" if encoding.replace("_", "-").lower() in ("utf-8", "utf-8-sig", "utf8") else encoding
-    return DataError(
-        f"{where}: byte 0x{shown} at {at} is not valid {name} text; the file is in another encoding. Set it on "
-        f"this source, e.g. {{path: {path.name}, encoding: cp1252}} (Windows/Excel) or encoding: latin-1, or "
-        "save the file as UTF-8"
-    )
-
-
-def _decoding(path: Path, encoding: str, rows: Iterator) -> Iterator:
-    """`rows`, with a decoding error turned into a DataError naming the file, line and byte offset."""
-    try:
-        yield from rows
-    except UnicodeDecodeError as exc:
-        raise undecodable_error(path, encoding, exc) from None
-
-
-# ----------------------------------------------------------------------------------------------
-# Tabular rows (TSV, CSV, JSONL, datasets)
-
-
-def _read_delimited(path: Path, delimiter: str, quoting: int, source: SourceConfig,
-                    encoding: str) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
-    """Rows as (where, mapping); a malformed row is yielded as a DataError so on_bad_row can skip it.
-
-    newline="" lets csv handle CRLF and LF line ends (and newlines inside quoted CSV fields) alike.
-    """
-    name = path.name
-    sep = "tab" if delimiter == "\t" else "delimiter or quote"
-    with open(path, newline="", encoding=encoding) as fh:
-        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-        if source.header:
-            header = next(reader, None)
-            if not header:
-                raise DataError(f"data file {str(path)!r} is empty; it needs a header row and at least one example")
-            what = f"the header has {len(header)}"
-        else:
-            header = list(source.columns or ())
-            what = f"columns: names {len(header)}"
-        start = reader.line_num + 1
-        for values in reader:
-            where = f"{name}:{start}"  # the line the record starts on (a quoted CSV field may span lines)
-            start = reader.line_num + 1
-            if not values:
-                continue
-            if len(values) != len(header):
-                yield where, DataError(
-                    f"{where}: has {len(values)} fields, {what} ({', '.join(header)}); a stray {sep} in the "
-                    f"text{'' if source.header else ', or a columns: list that does not match the file'}? "
-                    "Fix the row or set data.on_bad_row: skip"
-                )
-                continue
-            yield where, dict(zip(header, values))
-
-
-def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[str, dict[str, Any] | DataError]]:
-    with open(path, encoding=encoding) as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield where, DataError(
-                    f"{where}: is not valid JSON ({exc.msg} at column {exc.colno}); "
-                    "each line of a JSON Lines file must be one JSON object"
-                )
-                continue
-            if not isinstance(row, dict):
-                yield where, DataError(f"{where}: is a JSON {type(row).__name__}, expected an object")
-                continue
-            yield where, row
-
-
-def hf_dataset(source: SourceConfig, path: Path) -> Any:
-    import datasets  # heavy import: only when asked for
-
-    if path.is_dir():
-        if not any((path / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
-            files = sorted(p.name for p in path.iterdir())[:8]
-            raise DataError(
-                f"{str(path)!r} is a folder but not a data set saved by `datasets` (no dataset_info.json, "
-                f"state.json or dataset_dict.json; it holds {files}); point path at a data file (tsv, csv, "
-                "jsonl, SQuAD json) or at a folder written by Dataset.save_to_disk"
-            )
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except (FileNotFoundError, ValueError, OSError) as exc:
-            raise DataError(f"{str(path)!r} could not be read as a `datasets` folder ({exc}); write it again "
-                            "with Dataset.save_to_disk") from None
-    else:
-        try:
-            ds = datasets.load_dataset(source.path, source.name, split=source.split)
-        except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; all mean "not available"
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise DataError(
-                f"{source.path!r} is not a local file or folder, and the Hugging Face data set of that name "
-                f"(name={source.name!r}, split={source.split!r}) is not in the local cache ({reason}). This tool "
-                "runs offline: check the path, or on a machine with network save the data set with "
-                "`datasets.load_dataset(...).save_to_disk(FOLDER)` and point path at FOLDER"
-            ) from None
-    if isinstance(ds, datasets.DatasetDict):
-        if source.split is None or source.split not in ds:
-            raise DataError(
-                f"{source.path!r} holds splits {sorted(ds)}; set split: to one of them on this source"
-            )
-        ds = ds[source.split]
-    return ds
-
-
-def _read_hf(source: SourceConfig, path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    ds = hf_dataset(source, path)
-    label = Path(source.path).name or source.path
-    for i, row in enumerate(ds):
-        yield f"{label}[{i}]", row
-
-
-def _rows(source: SourceConfig, path: Path, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if fmt in ("tsv", "csv", "jsonl"):
-        encoding = file_encoding(path, source)
-        if fmt == "jsonl":
-            rows = _read_jsonl(path, encoding)
-        else:
-            # NOTE: GLUE TSV files are not quoted: a '"' inside a sentence is text, not a quote.
-            delimiter, quoting = ("\t", csv.QUOTE_NONE) if fmt == "tsv" else (",", csv.QUOTE_MINIMAL)
-            rows = _read_delimited(path, delimiter, quoting, source, encoding)
-        return _decoding(path, encoding, rows)
-    if not source.header:
-        raise DataError(f"{source.path}: header: false / columns: apply to tsv and csv files, not to {fmt}")
-    if fmt == "hf":
-        return _read_hf(source, path)
-    raise DataError(f"format {fmt!r} holds QA data; a {fmt} source cannot feed a classification task")
-
-
-def subsample(items: list, source: SourceConfig) -> list:
-    if source.limit is None or source.limit >= len(items):
-        return items
-    if source.sample_seed is None:
-        return items[: source.limit]
-    rng = random.Random(source.sample_seed)
-    keep = sorted(rng.sample(range(len(items)), source.limit))
-    return [items[i] for i in keep]
 
 
 def _integral(text: str) -> int | None:
@@ -362,7 +133,15 @@ def _missing_column(where: str, column: str, row: dict[str, Any], first: bool) -
     names = [str(c) for c in row]
     close = difflib.get_close_matches(column, names, n=1, cutoff=0.6)
     hint = ""
-    if close and close[0].strip().lower() == column.strip().lower():
+    split_by = next((d for d in (";", "|", "\t", ",") for n in names if d in n and column in n.split(d)), None)
+    if any("\x00" in n for n in names):
+        hint = (" (the header holds NUL bytes: the file is UTF-16 without a byte-order mark; set encoding: "
+                "utf-16-le on this source)")
+    elif split_by == "\t":
+        hint = " (the header is separated by tabs: set format: tsv on this source)"
+    elif split_by is not None:
+        hint = f" (the header looks separated by '{split_by}': set delimiter: '{split_by}' on this source)"
+    elif close and close[0].strip().lower() == column.strip().lower():
         hint = f" ({close[0]!r} differs only in spaces or case)"
     elif close:
         hint = f" (did you mean {close[0]!r}?)"
@@ -384,6 +163,9 @@ def _row_texts(row: dict[str, Any], task: TaskConfig, where: str) -> tuple[str, 
         value = row.get(col)
         if value is not None and not isinstance(value, str):
             raise DataError(f"{where}: column {col!r} is not text ({value!r})")
+        if value and "\x00" in value:
+            raise DataError(f"{where}: column {col!r} holds a NUL byte: the file is probably UTF-16 without a "
+                            "byte-order mark (set encoding: utf-16-le on the source) or not a text file")
         values.append(value or "")
     if task.type == "pair_classification":
         for col, value in zip(task.text_columns, values):
@@ -415,7 +197,7 @@ def load_text_examples(
         require_exists(path, fmt)
         loaded: list[TextExample] = []
         first = True
-        for where, row in _rows(source, path, fmt):
+        for where, row in source_rows(source, path, fmt):
             if isinstance(row, DataError):
                 if on_bad_row == "skip":
                     skipped.append(str(row))

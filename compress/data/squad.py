@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import SourceConfig
-from .loaders import (
-    DataError, QAExample, file_encoding, hf_dataset, require_exists, resolve_source_path, source_format, subsample,
+from .files import (
+    DataError, file_encoding, hf_dataset, open_text, require_exists, resolve_source_path, source_format, subsample,
     undecodable_error,
 )
+from .loaders import QAExample
 
 __all__ = ["load_qa_examples"]
 
@@ -19,7 +20,7 @@ __all__ = ["load_qa_examples"]
 def _squad_articles(path: Path, source: SourceConfig) -> list[dict[str, Any]]:
     encoding = file_encoding(path, source)
     try:
-        with open(path, encoding=encoding) as fh:
+        with open_text(path, encoding) as fh:
             doc = json.load(fh)
     except UnicodeDecodeError as exc:
         raise undecodable_error(path, encoding, exc) from None
@@ -112,7 +113,7 @@ def load_qa_examples(sources: tuple[SourceConfig, ...], config_path: str | None 
     examples: list[QAExample] = []
     for source in sources:
         path = resolve_source_path(source.path, config_path)
-        fmt = source_format(source, path)
+        fmt = source_format(source, path, qa=True)
         require_exists(path, fmt)
         if fmt == "squad":
             items = list(_qa_from_squad(_select_articles(_squad_articles(path, source), source, path.name), path.name))

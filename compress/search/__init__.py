@@ -3,7 +3,7 @@
 space (what is searched) · objectives (what a trial is scored on: objectives, constraints, latency protocol) ·
 storage (where the study lives) · study (running trials: workers, heartbeats, resume) · pareto (trial records,
 dominance, the frontier) · results (frontier.json, trials.csv, status) · heldout (the test split, scored once the
-search is over) · scenarios (picking one frontier point) · query (`compress trials`) · fptas, fptas_calibration,
+search is over) · intervals (dominance and ties of figures with error bars) · scenarios (picking one frontier point) · query (`compress trials`) · fptas, fptas_calibration,
 fptas_output, fptas_run (`compress fptas`).
 """
 
@@ -13,6 +13,7 @@ from .fptas_output import calibration_markdown, calibration_png, ranking_markdow
 from .fptas_run import run_fptas
 from .pareto import baseline_trial, dominates, frontier, trial_record
 from .heldout import evaluate_heldout
+from .intervals import Estimate, dominates_with_intervals, intervals_overlap, tied_with_intervals
 from .objectives import (
     MEASURES, Constraint, SearchError, latency, metric_names, objective_directions, parse_constraint,
     search_constraints,
@@ -25,7 +26,8 @@ from .storage import open_study, storage_url
 from .study import prepare_search, run_search, run_trial, run_worker
 
 __all__ = [
-    "MEASURES", "SCENARIOS", "W_DEFINITION", "Candidate", "Constraint", "QueryError", "ScenarioError", "SearchError",
+    "MEASURES", "SCENARIOS", "W_DEFINITION", "Candidate", "Estimate", "dominates_with_intervals", "intervals_overlap",
+    "tied_with_intervals", "Constraint", "QueryError", "ScenarioError", "SearchError",
     "SearchSpace", "SearchSpaceError", "baseline_trial", "calibrate", "calibration_markdown", "calibration_png",
     "candidate_grid", "dominates", "evaluate_heldout", "filter_trials", "format_trials", "frontier", "latency",
     "metric_names", "objective_directions", "open_study", "parse_constraint", "pick", "prepare_search",

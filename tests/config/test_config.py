@@ -264,7 +264,7 @@ def test_wrong_type_for_version_2():
 @pytest.mark.parametrize("dotted, value, allowed", [
     ("task.type", "sentiment", "allowed: 'classification' or 'pair_classification' or 'regression' or 'qa'"),
     ("data.on_bad_row", "ignore", "allowed: 'error' or 'skip'"),
-    ("data.eval.0.format", "parquet", "allowed: 'auto' or 'tsv' or 'csv' or 'jsonl' or 'squad' or 'hf'"),
+    ("data.eval.0.format", "xlsx", "allowed: 'auto' or 'tsv' or 'csv' or 'jsonl' or 'json' or 'parquet' or 'squad' or 'hf'"),
 ])
 def test_enum_value_not_allowed(dotted, value, allowed):
     key = dotted.replace(".0.", "[0].")

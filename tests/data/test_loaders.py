@@ -419,7 +419,7 @@ def test_nonexistent_file(tmp_path):
 def test_unknown_extension_with_format_auto(tmp_path):
     path = write_lines(tmp_path / "train.txt", "sentence\tlabel", "good\t1")
     with pytest.raises(DataError, match=msg(f"cannot tell the format of '{path}' from its extension '.txt'",
-                                            "set format: tsv, csv, jsonl, squad or hf")):
+                                            "set format: tsv, csv, jsonl, json, parquet, squad or hf")):
         load_text_examples(src(path), classification())
     # The suggested fix works.
     assert [ex.label for ex in load_text_examples(src(path, format="tsv"), classification())] == [1]

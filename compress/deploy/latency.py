@@ -1,0 +1,307 @@
+"""Latency with error bars: a candidate and a reference model timed in alternating rounds, with bootstrap intervals.
+
+`measure_paired(candidate, reference, inputs, LatencySettings(...))` on ONNX files; capacity.py measures
+throughput and peak memory, search/intervals.py compares figures that carry intervals.
+From a shell: `python -m compress.deploy.latency CANDIDATE.onnx [REFERENCE.onnx]` prints the result as JSON.
+
+Rounds, not calls, are the independent units: calls within a round share one machine state (frequency,
+caches, a neighbour's load), so the intervals resample whole rounds. Timing the reference in the same
+rounds as the candidate gives a ratio that survives a machine that is slower today than yesterday.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ..env import environment
+from .onnxrt import GRAPH_OPTIMIZATION, onnx_session
+
+__all__ = ["Feed", "LatencySettings", "bootstrap_median_ci", "check_model", "input_batches", "measure_paired",
+           "paired_rounds", "round_spread", "session_feeds", "session_method"]
+
+Feed = dict[str, np.ndarray]
+Call = Callable[[int], object]  # runs call i of a round (i indexes the round's batches)
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How a paired latency measurement is run; every field is recorded beside the result."""
+
+    batch_size: int = 1  # rows per call for a fixed shape (ignored when real batches are passed)
+    seq_len: int = 128  # tokens per row for a fixed shape (ignored when real batches are passed)
+    threads: int = 2  # intra-op threads, the same for both models so they compare
+    warmup: int = 10  # calls of each model discarded before each attempt's first round
+    rounds: int = 10  # independent units of the bootstrap: more rounds, narrower intervals
+    calls_per_round: int = 10  # timed calls of each model per round, over the same batches every round
+    drift_tolerance: float = 0.10  # largest coefficient of variation of the reference's round medians
+    max_retries: int = 2  # further attempts when the reference drifts; the steadiest attempt is kept
+    wait_s: float = 5.0  # pause before a retry, to let a passing load go by
+    resamples: int = 1000  # bootstrap resamples of the rounds
+    seed: int = 0  # bootstrap resampling and the fixed-shape token ids
+    graph_optimization: str = "all"  # ONNX Runtime graph optimisation level, as in compress.onnxrt
+
+    def __post_init__(self) -> None:
+        positive = {"batch_size": self.batch_size, "seq_len": self.seq_len, "threads": self.threads,
+                    "calls_per_round": self.calls_per_round, "resamples": self.resamples}
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name}={value}: must be at least 1")
+        if self.rounds < 3:
+            # A spread (and an interval) from two rounds says nothing about a third.
+            raise ValueError(f"rounds={self.rounds}: need at least 3 rounds to judge drift and bootstrap an interval")
+        for name, value in {"warmup": self.warmup, "max_retries": self.max_retries}.items():
+            if value < 0:
+                raise ValueError(f"{name}={value}: must not be negative")
+        if not self.drift_tolerance > 0:
+            raise ValueError(f"drift_tolerance={self.drift_tolerance}: must be positive (0.10 allows 10% spread)")
+        if not self.wait_s >= 0:
+            raise ValueError(f"wait_s={self.wait_s}: must not be negative")
+        if self.graph_optimization not in GRAPH_OPTIMIZATION:
+            raise ValueError(f"graph_optimization={self.graph_optimization!r}: use one of "
+                             f"{', '.join(GRAPH_OPTIMIZATION)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The maths: pure functions
+
+
+def bootstrap_median_ci(per_round: np.ndarray | Sequence[float], resamples: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the median, resampling ROUNDS (rows) with replacement.
+
+    `per_round` is (rounds, calls): each resample draws `rounds` rows and takes the median of all their
+    calls, so calls that shared a round stay together. A 1-D array is one value per round (e.g. the
+    per-round ratios). The same seed gives the same interval.
+    """
+    x = np.asarray(per_round, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
+        raise ValueError(f"per_round has shape {x.shape}: need (rounds >= 2, calls >= 1)")
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"resamples={resamples}, level={level}: need resamples >= 1 and 0 < level < 1")
+    rng = np.random.default_rng(seed)
+    n = x.shape[0]
+    medians = np.empty(resamples)
+    # Chunks bound the memory of (chunk, rounds, calls) to a few MB on long measurements.
+    chunk = max(1, 2_000_000 // x.size)
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        rows = rng.integers(0, n, size=(stop - start, n))
+        medians[start:stop] = np.median(x[rows].reshape(stop - start, -1), axis=1)
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(medians, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def round_spread(round_medians: np.ndarray | Sequence[float]) -> float:
+    """Coefficient of variation (sample standard deviation / mean) of per-round medians: the drift rule.
+
+    A steady machine repeats the same round within a few per cent; a neighbour's load or a clock change
+    in the middle of a measurement shows as a larger spread, whether it is a trend or a burst.
+    """
+    x = np.asarray(round_medians, dtype=float)
+    if x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"round_medians has shape {x.shape}: need at least 2 rounds")
+    mean = float(x.mean())
+    if not mean > 0:
+        raise ValueError(f"round medians average {mean}: times must be positive")
+    return float(x.std(ddof=1) / mean)
+
+
+# ----------------------------------------------------------------------------------------------
+# The protocol on any two callables
+
+
+def _time_block(call: Call, n: int, timer: Callable[[], float]) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = timer()
+        call(i)
+        out.append(timer() - t0)
+    return out
+
+
+def _summary(times_s: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
+    """Pooled median/p90/mean/min/max, the median's bootstrap interval over rounds, and each round's median."""
+    # NOTE: imported here, not at the top: the peak-memory child imports this module and must not pull torch.
+    from .measure import latency_summary
+
+    ms = times_s * 1000.0
+    return {**latency_summary(list(times_s.ravel())),
+            "ci95_ms": list(bootstrap_median_ci(ms, resamples, seed)),
+            "round_medians_ms": [float(v) for v in np.median(ms, axis=1)]}
+
+
+def paired_rounds(candidate: Call, reference: Call | None, settings: LatencySettings, *,
+                  timer: Callable[[], float] = time.perf_counter,
+                  sleep: Callable[[float], object] = time.sleep) -> dict[str, Any]:
+    """The protocol on two callables: warm-up, then `rounds` rounds of `calls_per_round` calls of each.
+
+    Round r runs the candidate's block first when r is even and the reference's first when r is odd, so
+    neither always inherits the other's caches. Drift rule: when the coefficient of variation of the
+    reference's round medians (the candidate's, without a reference) exceeds `drift_tolerance`, wait
+    `wait_s` and measure again, at most `max_retries` times, keeping the attempt with the lowest spread;
+    `contended` is true when no attempt came within the tolerance. `timer` and `sleep` are injectable.
+    """
+    s = settings
+    models = {"candidate": candidate} | ({"reference": reference} if reference is not None else {})
+    attempts: list[tuple[float, dict[str, np.ndarray]]] = []  # (spread, times of each model)
+    for attempt in range(s.max_retries + 1):
+        if attempt:
+            sleep(s.wait_s)
+        for call in models.values():
+            for i in range(s.warmup):
+                call(i % s.calls_per_round)
+        times: dict[str, list[list[float]]] = {name: [] for name in models}
+        for r in range(s.rounds):
+            order = list(models) if r % 2 == 0 else list(reversed(models))
+            for name in order:
+                times[name].append(_time_block(models[name], s.calls_per_round, timer))
+        arrays = {name: np.asarray(t) for name, t in times.items()}  # (rounds, calls_per_round), seconds
+        # The reference does the same work every attempt, so its spread is the machine's, not the candidate's.
+        judged = arrays["reference" if reference is not None else "candidate"]
+        attempts.append((round_spread(np.median(judged, axis=1)), arrays))
+        if attempts[-1][0] <= s.drift_tolerance:
+            break
+    kept = min(range(len(attempts)), key=lambda i: attempts[i][0])
+    spread, arrays = attempts[kept]
+
+    cand = _summary(arrays["candidate"], s.resamples, s.seed)
+    result: dict[str, Any] = {
+        "median_ms": cand["median_ms"], "p90_ms": cand["p90_ms"], "ci95_ms": cand["ci95_ms"],
+        "candidate": cand, "rounds": s.rounds, "calls_per_round": s.calls_per_round,
+        "order": "alternating: candidate first in even rounds, reference first in odd rounds",
+        "spread": spread, "spreads": [a[0] for a in attempts], "kept_attempt": kept,
+        "retries": len(attempts) - 1, "contended": bool(spread > s.drift_tolerance),
+        "spread_rule": ("coefficient of variation of the " + ("reference's" if reference is not None else
+                        "candidate's") + f" round medians, tolerance {s.drift_tolerance}"),
+    }
+    if reference is not None:
+        result["reference"] = _summary(arrays["reference"], s.resamples, s.seed)
+        ratios = np.median(arrays["candidate"], axis=1) / np.median(arrays["reference"], axis=1)
+        result["ratio"] = {"median": float(np.median(ratios)),
+                           "ci95": list(bootstrap_median_ci(ratios, s.resamples, s.seed)),
+                           "per_round": [float(v) for v in ratios],
+                           "definition": "candidate round median / reference round median, per round"}
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# On ONNX files
+
+
+def _vocab_size(onnx_path: Path) -> int:
+    """The model's vocabulary from the config.json exported beside it; BERT's when there is none."""
+    config = onnx_path.parent / "config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("vocab_size", 30522))
+    return 30522
+
+
+def input_batches(path: Path, inputs: list[Feed] | None, batch_size: int, seq_len: int,
+             seed: int) -> tuple[list[Feed], dict[str, Any]]:
+    """The batches to time (int64, contiguous) and how they are described in the method."""
+    if inputs is None:
+        rng = np.random.default_rng(seed)
+        high = min(_vocab_size(path), 29000)
+        # BERT's first 1000 ids are special and unused tokens; ordinary words lie above them.
+        low = 1000 if high > 1000 else 0
+        ids = rng.integers(low, high, (batch_size, seq_len), dtype=np.int64)
+        batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        return [batch], {"batch_size": batch_size, "seq_len": seq_len}
+    if not inputs:
+        raise ValueError("inputs is an empty list; pass at least one batch (or None for a fixed shape)")
+    batches = [{k: np.ascontiguousarray(v, dtype=np.int64) for k, v in b.items()} for b in inputs]
+    widths = [next(iter(b.values())).shape[1] for b in batches]
+    rows = sorted({next(iter(b.values())).shape[0] for b in batches})
+    # Batches of unequal size (a short last batch) are recorded as the sizes seen.
+    return batches, {"batch_size": rows[0] if len(rows) == 1 else rows, "seq_len": "eval-lengths",
+                     "mean_seq_len": float(np.mean(widths)), "max_seq_len": int(max(widths)),
+                     "batches": len(batches)}
+
+
+def check_model(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {str(path)!r} does not exist; export one with compress.export.export_onnx")
+    return path
+
+
+def session_feeds(session: ort.InferenceSession, batches: list[Feed], n: int, what: str) -> list[Feed]:
+    """The first `n` calls' feeds (cycling over the batches), with only the inputs this model takes."""
+    names = [i.name for i in session.get_inputs()]
+    for i, b in enumerate(batches):
+        missing = [k for k in names if k not in b]
+        if missing:
+            raise ValueError(f"inputs[{i}] lacks {missing}; the {what} takes {names}")
+    return [{k: batches[i % len(batches)][k] for k in names} for i in range(n)]
+
+
+def session_method(session: ort.InferenceSession, threads: int, graph_optimization: str) -> dict[str, Any]:
+    machine = environment()
+    # torch's thread count says nothing about an ONNX Runtime figure; `threads` below is the one used.
+    machine.pop("torch_threads", None)
+    return {"runtime": "onnxruntime", "onnxruntime": ort.__version__, "provider": session.get_providers()[0],
+            "threads": threads, "inter_op_threads": 1, "execution_mode": "sequential",
+            "graph_optimization": graph_optimization, **machine}
+
+
+def measure_paired(candidate: str | Path, reference: str | Path | None = None, inputs: list[Feed] | None = None,
+                   settings: LatencySettings = LatencySettings(), *,
+                   timer: Callable[[], float] = time.perf_counter,
+                   sleep: Callable[[float], object] = time.sleep) -> dict[str, Any]:
+    """Latency of `candidate` (and its ratio to `reference`) on ONNX Runtime CPU, with bootstrap 95% intervals.
+
+    Both sessions are made here with the same thread settings, and each round times the candidate's and
+    the reference's calls over the same batches (see `paired_rounds` for the order and the drift rule).
+    Batches: a fixed shape batch_size × seq_len of random ids, or `inputs` (e.g. eval_length_batches);
+    every round cycles over the same first `calls_per_round` of them, so rounds repeat the same work.
+
+    Returns the candidate's `median_ms`, `p90_ms` and `ci95_ms` at the top (the keys onnx_latency gave),
+    `candidate` and `reference` summaries, `ratio` (absent without a reference), retries and `contended`,
+    and the method: runtime, threads, batches, rounds, machine, load average before and after, time taken.
+    """
+    start = time.perf_counter()
+    load_before = list(os.getloadavg())
+    s = settings
+    cand_path = check_model(candidate, "candidate model")
+    ref_path = None if reference is None else check_model(reference, "reference model")
+    batches, shape = input_batches(cand_path, inputs, s.batch_size, s.seq_len, s.seed)
+
+    cand_session = onnx_session(cand_path, s.threads, s.graph_optimization)
+    cand_feeds = session_feeds(cand_session, batches, s.calls_per_round, "candidate")
+    calls: dict[str, Call] = {"candidate": lambda i: cand_session.run(None, cand_feeds[i])}
+    if ref_path is not None:
+        ref_session = onnx_session(ref_path, s.threads, s.graph_optimization)
+        ref_feeds = session_feeds(ref_session, batches, s.calls_per_round, "reference")
+        calls["reference"] = lambda i: ref_session.run(None, ref_feeds[i])
+    if inputs is not None:
+        shape["batches"] = min(len(batches), s.calls_per_round)
+
+    result = paired_rounds(calls["candidate"], calls.get("reference"), s, timer=timer, sleep=sleep)
+    result["candidate"]["model"] = str(cand_path)
+    if ref_path is not None:
+        result["reference"]["model"] = str(ref_path)
+    return {**result, **session_method(cand_session, s.threads, s.graph_optimization), **shape,
+            "model": cand_path.name, "reference_model": None if ref_path is None else str(ref_path),
+            "warmup": s.warmup, "repeats": s.rounds * s.calls_per_round, "resamples": s.resamples,
+            "seed": s.seed, "max_retries": s.max_retries, "wait_s": s.wait_s, "settings": asdict(s),
+            "load_before": load_before, "load_after": list(os.getloadavg()),
+            "elapsed_s": time.perf_counter() - start}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python -m compress.deploy.latency CANDIDATE.onnx [REFERENCE.onnx]")
+    print(json.dumps(measure_paired(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else None), indent=2))
