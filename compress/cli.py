@@ -200,7 +200,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     rows = export_variants(cfg, rec, precisions)
     metric = cfg.task.primary_metric
-    print(f"trial {rec['number']}: variants re-measured on the eval set; latency with the search protocol "
+    print(f"trial {rec['number']}: variants re-measured on the eval set; latency with the single-model protocol "
           f"(ONNX Runtime, batch {cfg.search.latency.batch_size}, seq {cfg.search.latency.seq_len}, "
           f"{cfg.search.latency.threads} threads, median of {cfg.search.latency.repeats})")
     print(f"  {'precision':<10} {metric:>10} {'latency ms':>10} {'p90 ms':>8} {'size MB':>8}  folder")

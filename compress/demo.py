@@ -93,7 +93,8 @@ def demo_config(output_dir: str = "runs") -> Path:
                 "learning_rate": {"type": "logfloat", "low": 5e-5, "high": 5e-4},
                 "precision": {"type": "categorical", "choices": ["fp32", "int8"]},
             },
-            "latency": {"batch_size": 1, "seq_len": "eval", "threads": 2, "warmup": 5, "repeats": 30},
+            "latency": {"batch_size": 1, "seq_len": "eval", "threads": 2, "warmup": 5, "repeats": 30,
+                        "rounds": 6, "calls_per_round": 5},  # 30 timed calls of the trial and of the teacher
         },
     }
     path = run / "config.yaml"

@@ -12,13 +12,25 @@ __all__ = ["EarlyStopConfig", "FptasConfig", "LatencyConfig", "ReportConfig", "S
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    """How latency is measured with ONNX Runtime on the exported file, for every trial."""
+    """How latency is measured with ONNX Runtime on the exported file, for every trial.
+
+    A search trial is timed paired with the teacher's ONNX file (compress.deploy.latency.measure_paired):
+    `rounds` rounds of `calls_per_round` calls of each model, so a measurement makes rounds × calls_per_round
+    timed calls of the trial's model (and as many of the teacher's). `repeats` is the call count of the
+    single-model protocol (compress.deploy.measure.onnx_latency) that re-measuring variants, `compress package`
+    and `compress fptas` still use; the paired protocol does not read it.
+    """
 
     batch_size: int = 1  # requests served one at a time, the usual online case
     seq_len: int | Literal["eval"] = 128  # fixed length, or "eval": batches of the eval set at their own lengths
     threads: int = 2  # intra-op threads; fixed so trials compare
-    warmup: int = 10  # calls discarded before timing
-    repeats: int = 50  # timed calls; median and p90 are reported
+    warmup: int = 10  # calls discarded before timing (of each model, before each paired attempt)
+    repeats: int = 50  # timed calls of the single-model protocol (variants, package, fptas); median and p90
+    rounds: int = 10  # paired rounds: the bootstrap's independent units (at least 3)
+    calls_per_round: int = 5  # timed calls of each model per round; with seq_len "eval", the batches cycled over
+    drift_tolerance: float = 0.10  # largest spread (CV) of the teacher's round medians before a retry
+    max_retries: int = 2  # further paired attempts when the teacher's rounds drift; the steadiest is kept
+    wait_s: float = 5.0  # seconds to wait before a retry, to let a passing load go by
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.threads < 1 or self.repeats < 1 or self.warmup < 0:
@@ -26,6 +38,18 @@ class LatencyConfig:
                         "batch_size, threads and repeats must be positive and warmup not negative")
         if isinstance(self.seq_len, int) and not 1 <= self.seq_len <= 4096:
             raise invalid("search.latency.seq_len", self.seq_len, "must be between 1 and 4096, or 'eval'")
+        if self.rounds < 3:
+            raise invalid("search.latency.rounds", self.rounds,
+                        "must be at least 3 (the spread and the interval need several rounds)")
+        if self.calls_per_round < 1:
+            raise invalid("search.latency.calls_per_round", self.calls_per_round, "must be at least 1")
+        if not (math.isfinite(self.drift_tolerance) and self.drift_tolerance > 0):
+            raise invalid("search.latency.drift_tolerance", self.drift_tolerance,
+                        "must be a positive number (0.10 allows a 10% spread)")
+        if self.max_retries < 0:
+            raise invalid("search.latency.max_retries", self.max_retries, "must be 0 or more")
+        if not (math.isfinite(self.wait_s) and self.wait_s >= 0):
+            raise invalid("search.latency.wait_s", self.wait_s, "must be a finite number of seconds >= 0")
 
 
 @dataclass(frozen=True)
@@ -50,8 +74,8 @@ class SearchConfig:
     n_trials: int = 30  # completed trials to reach, the baseline included; a resumed study runs only the rest
     sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
     seed: int = 0  # seeds the sampler: same seed, same suggestions
-    objectives: tuple[str, ...] = ("metric", "params", "latency_ms")  # metric (max); params, latency_ms, size_mb (min)
-    constraints: tuple[str, ...] = ()  # e.g. "accuracy >= 0.8", "latency_ms <= 4"; infeasible trials never enter the frontier
+    objectives: tuple[str, ...] = ("metric", "params", "latency_ms")  # metric (max); params, latency_ms, latency_ratio, size_mb (min)
+    constraints: tuple[str, ...] = ()  # e.g. "accuracy >= 0.8", "latency_ms <= 4", "latency_ratio <= 0.5"; infeasible trials never enter the frontier
     space: dict[str, Any] = field(default_factory=dict)  # parameter -> {type, low, high, step, choices}
     storage: str | None = None  # None: sqlite file in the run directory; any SQLAlchemy URL; or journal:PATH
     study_name: str | None = None  # None: the job's name

@@ -180,8 +180,10 @@ def _make_new(ctx, nu, wrong: list[Any], ac, rng: np.random.Generator):
     return chosen, {k: np.asarray(v)[rows] for k, v in out.items()}
 
 
-def run_agora(ctx, spec, out: Path, distill=None, progress: bool = True) -> AgoraResult:
-    """Agora for one student spec on the context's data; writes `out` (model, tokenizer, metrics.json, agora.json)."""
+def run_agora(ctx, spec, out: Path, distill=None, progress: bool = True, lock_dir: Path | None = None) -> AgoraResult:
+    """Agora for one student spec on the context's data; writes `out` (model, tokenizer, metrics.json, agora.json).
+
+    `lock_dir`: every training step holds the measurement lock there (compress.distill.loop.train); None: no lock."""
     cfg: JobConfig = ctx.cfg
     ac = cfg.agora
     kd = distill or cfg.distill
@@ -214,7 +216,7 @@ def run_agora(ctx, spec, out: Path, distill=None, progress: bool = True) -> Agor
                                      eval_every=0)
             model = build_student(ctx.teacher, spec, ctx.importance)
             res = train(model, current, tc, kd=kd, teacher_outputs=outputs, progress=progress,
-                        desc=f"agora it{iteration} θ{i}")
+                        desc=f"agora it{iteration} θ{i}", lock_dir=lock_dir)
             scores[i] = float(res.metrics[metric])
             results[i] = (model, res)
         alive = prune_thetas(scores, ac.keep)

@@ -148,8 +148,10 @@ def load_context(cfg: JobConfig, progress: bool = True) -> Context:
 
 
 def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: DistillConfig | None = None,
-                    progress: bool = True, on_eval=None) -> dict[str, Any]:
+                    progress: bool = True, on_eval=None, lock_dir: Path | None = None) -> dict[str, Any]:
     """Build, distill and evaluate one student; save it to `out` and return its metrics.json content.
+
+    `lock_dir`: each training step holds the measurement lock there (see compress.distill.loop.train); None: no lock.
 
     `distill` overrides the job's distill: section (a search trial's settings). Raises TrainingDiverged when
     the loss stops being finite (the curve so far stays in `out`).
@@ -173,6 +175,7 @@ def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: Distill
         student, data, kd.train, kd=kd, teacher_outputs=ctx.outputs,
         teacher_model=ctx.teacher if kd.alpha_hidden > 0 else None, layer_map=layer_map,
         curves_path=out / "curves.jsonl", on_eval=on_eval, desc=f"distill {spec.tag()}", progress=progress,
+        lock_dir=lock_dir,
     )
     extra = {
         "spec": spec.to_json(), "params": params, "teacher_layers": layers,

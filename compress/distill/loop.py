@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..config import DistillConfig, TrainConfig
 from ..data.features import MODEL_INPUTS, TaskData
+from ..deploy.measure_lock import training_step
 from ..model.inference import evaluate_model
 from .losses import hard_loss, hidden_mse, qa_soft_kl, regression_soft, soft_kl
 
@@ -115,12 +116,17 @@ def train(
     on_eval: Callable[[int, int, dict[str, Any]], None] | None = None,
     desc: str = "train",
     progress: bool = True,
+    lock_dir: Path | None = None,
 ) -> TrainResult:
     """Train `model` in place on data.train, evaluating on data.eval.
 
     With `kd` None this is fine-tuning on gold labels. `on_eval(step, total_steps, metrics)` is called after
     each evaluation; raising StopTraining ends the run there (its metrics become the result), any other
     exception propagates. The curve written so far is kept either way.
+
+    `lock_dir` (compress.deploy.measure_lock.lock_dir_for(run_dir); None, the default, takes no lock): each
+    optimisation step holds the measurement lock shared, so no latency is measured on this machine while a step
+    runs, and the step waits while a measurement runs (the search passes it; plain `compress distill` does not).
     """
     task_type = data.task.type
     set_seed(cfg.seed)
@@ -157,21 +163,22 @@ def train(
         pos += cfg.batch_size
         batch = data.train.batch(rows)
         inputs = {k: batch[k] for k in MODEL_INPUTS}
-        out = model(**inputs, output_hidden_states=needs_hidden)
-        t_hidden = None
-        if needs_hidden:
-            with torch.no_grad():
-                t_hidden = teacher_model(**inputs, output_hidden_states=True).hidden_states
-        values = {name: fn(out, batch, rows, t_hidden) for name, _, fn in terms}
-        loss = sum(w * values[name] for name, w, _ in terms)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(step, {"loss": loss.item(), **{k: v.item() for k, v in values.items()}})
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        schedule.step()
+        with training_step(lock_dir):  # forward, backward and update: the CPU-heavy part a measurement must not see
+            out = model(**inputs, output_hidden_states=needs_hidden)
+            t_hidden = None
+            if needs_hidden:
+                with torch.no_grad():
+                    t_hidden = teacher_model(**inputs, output_hidden_states=True).hidden_states
+            values = {name: fn(out, batch, rows, t_hidden) for name, _, fn in terms}
+            loss = sum(w * values[name] for name, w, _ in terms)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(step, {"loss": loss.item(), **{k: v.item() for k, v in values.items()}})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            schedule.step()
         sums["loss"] = sums.get("loss", 0.0) + loss.item()
         for k, v in values.items():
             sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v.item()

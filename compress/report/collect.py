@@ -83,12 +83,16 @@ def provenance(cfg: JobConfig, data: dict[str, Any]) -> dict[str, Any]:
     doc = data["doc"]
     by_state = data["summary"]["by_state"]
     lc = cfg.search.latency
+    # Runs made before the paired protocol (issue 14) were timed one model at a time; say which protocol was used.
+    paired = any("ratio" in (r.get("latency_method") or {}) for r in data["recs"])
     return {
         "run": cfg.name, "study": data["summary"]["study"], "storage": data["summary"]["storage"],
         "config hash": config_hash(cfg), "CPU": env["cpu"], "cores": env["cores"],
         "threads (training)": cfg.threads or env["torch_threads"],
-        "latency protocol": f"ONNX Runtime, batch {lc.batch_size}, seq {lc.seq_len}, {lc.threads} threads, "
-                            f"{lc.warmup} warm-up + {lc.repeats} timed calls, median",
+        "latency protocol": f"ONNX Runtime, batch {lc.batch_size}, seq {lc.seq_len}, {lc.threads} threads, " + (
+            f"{lc.warmup} warm-up, then {lc.rounds} rounds × {lc.calls_per_round} calls of the trial and the teacher "
+            "alternately; median, bootstrap 95% interval, ratio to the teacher" if paired else
+            f"{lc.warmup} warm-up + {lc.repeats} timed calls, median"),
         "libraries": ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
         "python": env["python"], "study started": data["started"], "last trial finished": data["ended"],
         "trials by state": ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())),

@@ -24,7 +24,8 @@ __all__ = ["COLORS", "MEASURE_LABEL", "Figure", "curves", "importance", "paralle
 
 COLORS = {"frontier": "#d62728", "feasible": "#1f77b4", "infeasible": "#7f7f7f", "stopped": "#bcbd22",
           "baseline": "#2ca02c", "teacher": "#9467bd"}
-MEASURE_LABEL = {"params": "parameters", "latency_ms": "latency (ms)", "size_mb": "ONNX size (MB)"}
+MEASURE_LABEL = {"params": "parameters", "latency_ms": "latency (ms)", "size_mb": "ONNX size (MB)",
+                 "latency_ratio": "latency / teacher's (timed together)"}
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def _parcoords_dims(recs: list[dict[str, Any]], objectives: list[str]) -> list[d
             dims.append({"label": name, "values": [cats.index(str(v)) for v in vals],
                          "tickvals": list(range(len(cats))), "ticktext": cats})
     for key, label in (("value", recs[0]["metric"] if recs else "metric"), ("params", "parameters"),
-                       ("latency_ms", "latency ms"), ("size_mb", "size MB")):
+                       ("latency_ms", "latency ms"), ("size_mb", "size MB"), ("latency_ratio", "latency ratio")):
         if key == "value" or key in objectives:
             dims.append({"label": label, "values": [r.get(key) if r.get(key) is not None else float("nan")
                                                     for r in recs]})

@@ -15,7 +15,7 @@ from .pareto import baseline_trial, dominates, frontier, trial_record
 from .heldout import evaluate_heldout
 from .intervals import Estimate, dominates_with_intervals, intervals_overlap, tied_with_intervals
 from .objectives import (
-    MEASURES, Constraint, SearchError, latency, metric_names, objective_directions, parse_constraint,
+    MEASURES, Constraint, SearchError, latency, metric_names, objective_directions, paired_latency, parse_constraint,
     search_constraints,
 )
 from .query import QueryError, filter_trials, format_trials
@@ -30,7 +30,8 @@ __all__ = [
     "tied_with_intervals", "Constraint", "QueryError", "ScenarioError", "SearchError",
     "SearchSpace", "SearchSpaceError", "baseline_trial", "calibrate", "calibration_markdown", "calibration_png",
     "candidate_grid", "dominates", "evaluate_heldout", "filter_trials", "format_trials", "frontier", "latency",
-    "metric_names", "objective_directions", "open_study", "parse_constraint", "pick", "prepare_search",
+    "metric_names", "objective_directions", "open_study", "paired_latency", "parse_constraint", "pick",
+    "prepare_search",
     "ranking_markdown", "real_relative_error", "run_fptas", "run_search", "run_trial", "run_worker",
     "search_constraints", "spearman", "storage_url", "study_summary", "surrogate_error", "trial_record",
     "w_coefficient", "write_outputs",

@@ -1,8 +1,11 @@
 """What a trial is scored on: the objectives and their directions, the constraints (thresholds) and the latency
 protocol, and the teacher measured with that same protocol as the reference point.
 
-`metric` in search.objectives stands for the task's primary metric (maximised); params, latency_ms and size_mb
-are minimised. A constraint `NAME op VALUE` holds when its violation is zero or less (Optuna's convention).
+`metric` in search.objectives stands for the task's primary metric (maximised); params, latency_ms, latency_ratio
+and size_mb are minimised. latency_ratio is the trial's latency over the teacher's, both timed in the same paired
+measurement (compress.deploy.latency.measure_paired): the median of the per-round ratios, which travels from one
+machine to another better than milliseconds do. A constraint `NAME op VALUE` holds when its violation is zero or
+less (Optuna's convention).
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import numpy as np
 from ..artifacts import write_json
 from ..config import JobConfig
 from ..deploy.export import export_onnx
+from ..deploy.latency import LatencySettings, measure_paired
 from ..deploy.measure import eval_length_batches, onnx_latency
 
-__all__ = ["MEASURES", "Constraint", "SearchError", "export_sample", "latency", "measure_teacher", "metric_names",
-           "objective_directions", "parse_constraint", "search_constraints"]
+__all__ = ["MEASURES", "Constraint", "SearchError", "export_sample", "latency", "latency_settings", "measure_teacher",
+           "metric_names", "objective_directions", "paired_latency", "parse_constraint", "search_constraints",
+           "teacher_reference"]
 
-MEASURES = ("params", "latency_ms", "size_mb")  # minimised; the task metric is maximised
+# minimised; the task metric is maximised. latency_ratio: the trial's latency over the teacher's, timed together
+MEASURES = ("params", "latency_ms", "size_mb", "latency_ratio")
 
 
 class SearchError(RuntimeError):
@@ -107,7 +113,12 @@ def metric_names(cfg: JobConfig) -> set[str]:
 
 
 def latency(onnx_path: Path, eval_split, cfg: JobConfig) -> dict[str, Any]:
-    """The search's latency protocol (search.latency) on one ONNX file; eval_split gives the real lengths."""
+    """The single-model protocol (search.latency: warmup, then `repeats` calls; median and p90) on one ONNX file.
+
+    Used where one model is timed alone: the teacher's reference figure (measure_teacher), re-measuring
+    variants (compress.deploy.variants via `compress export`/`compress package`) and `compress fptas`. Search
+    trials use `paired_latency`, which times each trial against the teacher. eval_split gives the real lengths.
+    """
     lc = cfg.search.latency
     inputs = None
     if lc.seq_len == "eval":
@@ -116,17 +127,58 @@ def latency(onnx_path: Path, eval_split, cfg: JobConfig) -> dict[str, Any]:
                         threads=lc.threads, warmup=lc.warmup, repeats=lc.repeats, inputs=inputs)
 
 
+def latency_settings(cfg: JobConfig) -> LatencySettings:
+    """search.latency as the paired protocol's settings (`repeats` does not enter: rounds × calls_per_round does)."""
+    lc = cfg.search.latency
+    return LatencySettings(batch_size=lc.batch_size, seq_len=lc.seq_len if isinstance(lc.seq_len, int) else 128,
+                           threads=lc.threads, warmup=lc.warmup, rounds=lc.rounds,
+                           calls_per_round=lc.calls_per_round, drift_tolerance=lc.drift_tolerance,
+                           max_retries=lc.max_retries, wait_s=lc.wait_s)
+
+
+def teacher_reference(cfg: JobConfig) -> Path:
+    """The teacher's ONNX file every trial is timed against: RUN/teacher_onnx/model.onnx (made by measure_teacher)."""
+    return cfg.run_dir / "teacher_onnx" / "model.onnx"
+
+
+def paired_latency(onnx_path: Path, eval_split, cfg: JobConfig, reference: Path | None = None) -> dict[str, Any]:
+    """A search trial's latency: `onnx_path` timed in alternating rounds with the teacher's ONNX file.
+
+    Both models run the same batches: the fixed shape batch_size × seq_len, or with seq_len "eval" the first
+    `calls_per_round` eval-length batches. Returns measure_paired's dict: median_ms, p90_ms and ci95_ms (the
+    median's bootstrap interval) of the trial's model, the teacher's summary under "reference", "ratio"
+    (median of the per-round candidate/teacher ratios, with its ci95), rounds, retries, contended and the method.
+    """
+    lc = cfg.search.latency
+    reference = teacher_reference(cfg) if reference is None else reference
+    if not Path(reference).is_file():
+        raise SearchError(f"the teacher's ONNX file {str(reference)!r}, the latency reference, is missing; "
+                          "it is exported when the search starts (compress search) — run it again")
+    inputs = None
+    if lc.seq_len == "eval":
+        inputs = eval_length_batches(eval_split, lc.batch_size, limit=lc.calls_per_round, seed=0)
+    return measure_paired(onnx_path, reference, inputs, latency_settings(cfg))
+
+
 def measure_teacher(ctx, cfg: JobConfig) -> dict[str, Any]:
-    """Teacher's latency and size with the trials' protocol, measured once per run."""
+    """Teacher's latency and size with the single-model protocol, measured once per run (latency_ratio 1.0).
+
+    Its ONNX file (teacher_reference) is also the reference every trial is timed against; it is exported again
+    when missing, even if the measures are cached.
+    """
     path = cfg.run_dir / "cache" / "teacher-measures.json"
-    if path.exists():
-        return json.loads(path.read_text())
     out = cfg.run_dir / "teacher_onnx"
+    cached = json.loads(path.read_text()) if path.exists() else None
+    if cached is not None and teacher_reference(cfg).is_file():
+        return {**cached, "latency_ratio": cached.get("latency_ratio", 1.0)}
     exported = export_onnx(ctx.teacher_dir, out, cfg.task.type, sample=export_sample(ctx), atol=cfg.search.export_atol)
+    if cached is not None:
+        return {**cached, "latency_ratio": cached.get("latency_ratio", 1.0)}
     lat = latency(exported.path, ctx.data.eval, cfg)
     rec = {"params": ctx.teacher_metrics.get("params"), "latency_ms": lat["median_ms"],
-           "latency_p90_ms": lat["p90_ms"], "size_mb": exported.size_bytes / 1e6, "latency_method": lat,
-           "metric": ctx.teacher_metrics.get(cfg.task.primary_metric), "metrics": ctx.teacher_metrics}
+           "latency_p90_ms": lat["p90_ms"], "latency_ratio": 1.0, "size_mb": exported.size_bytes / 1e6,
+           "latency_method": lat, "metric": ctx.teacher_metrics.get(cfg.task.primary_metric),
+           "metrics": ctx.teacher_metrics}
     write_json(path, rec)
     return rec
 

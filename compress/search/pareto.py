@@ -27,6 +27,7 @@ def trial_record(t: FrozenTrial, objectives: list[str]) -> dict[str, Any]:
         "number": t.number, "state": state, "baseline": bool(ua.get("baseline")), "feasible": ua.get("feasible"),
         "metric": metric, "value": ua.get("metrics", {}).get(metric) if metric else None,
         **{k: meas.get(k) for k in MEASURES}, "latency_p90_ms": ua.get("latency_p90_ms"),
+        "latency_ci95_ms": ua.get("latency_ci95_ms"), "latency_ratio_ci95": ua.get("latency_ratio_ci95"),
         "objectives": dict(zip(objectives, t.values)) if t.values else None,
         "reason": ua.get("reason", ""), "retry_of": ua.get("retry_of"), "params_searched": t.params,
         "spec": ua.get("spec"), "distill": ua.get("distill"), "timings": ua.get("timings"),

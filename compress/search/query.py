@@ -3,7 +3,8 @@
 The --where expression is Python-like but evaluated by a small interpreter (never eval): comparisons
 (`< <= > >= == !=`, chained), `and`, `or`, `not`, `+ - * /`, numbers and quoted strings, and names:
 number, state, baseline, feasible, precision, value (the task metric), params, latency_ms, latency_p90_ms,
-size_mb, every metric by name (accuracy, exact, f1, ...), and every searched parameter (num_layers, heads, ...).
+latency_ratio (over the teacher, timed together), size_mb, every metric by name (accuracy, exact, f1, ...), and
+every searched parameter (num_layers, heads, ...).
 A trial that lacks a value a comparison needs does not match.
 """
 
@@ -21,7 +22,8 @@ __all__ = ["QueryError", "filter_trials", "format_trials", "trial_row"]
 _CMP = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
         ast.Eq: operator.eq, ast.NotEq: operator.ne}
 _BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-COLUMNS = ["number", "state", "feasible", "value", "params", "latency_ms", "size_mb", "precision", "spec"]
+COLUMNS = ["number", "state", "feasible", "value", "params", "latency_ms", "latency_ratio", "size_mb", "precision",
+           "spec"]
 
 
 class QueryError(ValueError):
@@ -35,7 +37,7 @@ class _Missing(Exception):
 def trial_row(rec: dict[str, Any]) -> dict[str, Any]:
     """The flat names a --where expression can use, for one trial record (study.trial_record)."""
     row = {k: rec.get(k) for k in ("number", "state", "baseline", "feasible", "value", "params", "latency_ms",
-                                   "latency_p90_ms", "size_mb", "precision")}
+                                   "latency_p90_ms", "latency_ratio", "size_mb", "precision")}
     for k, v in (rec.get("metrics") or {}).items():
         if isinstance(v, (int, float)) and k not in row:
             row[k] = v
@@ -129,13 +131,14 @@ def format_trials(recs: list[dict[str, Any]], fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(recs, indent=2, default=str)
     metric = next((r["metric"] for r in recs if r.get("metric")), "value")
-    header = ["trial", "state", "feasible", metric, "params", "latency_ms", "size_mb", "precision", "spec"]
+    header = ["trial", "state", "feasible", metric, "params", "latency_ms", "latency_ratio", "size_mb", "precision",
+              "spec"]
     lines = []
     for r in recs:
         lines.append([str(r["number"]) + (" (baseline)" if r.get("baseline") else ""), str(r.get("state")),
                       str(r.get("feasible")), _num(r.get("value"), ".4f"), _num(r.get("params"), ","),
-                      _num(r.get("latency_ms"), ".3f"), _num(r.get("size_mb"), ".2f"), str(r.get("precision") or ""),
-                      _spec(r)])
+                      _num(r.get("latency_ms"), ".3f"), _num(r.get("latency_ratio"), ".3f"),
+                      _num(r.get("size_mb"), ".2f"), str(r.get("precision") or ""), _spec(r)])
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)

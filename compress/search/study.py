@@ -7,6 +7,12 @@ after at least `min_fraction` of a trial's steps, for each threshold on the task
 |t|). It stops there, is still exported and measured (its size and latency inform the sampler), and is
 recorded as infeasible with the reason.
 
+Latency: each trial's deployed ONNX file is timed paired with the teacher's (objectives.paired_latency: rounds
+alternating the two models, bootstrap intervals, the candidate/teacher ratio), under the machine's measurement
+lock (compress.deploy.measure_lock, RUN/.locks/<host>/): training steps of every worker on this machine pause
+while it runs, and the measurement waits for the steps already running. latency_method records the whole result
+and the wait (lock_wait_s).
+
 Killed workers: every running trial writes a heartbeat (a timestamp user attribute) every
 `heartbeat_interval` seconds. Any worker that finds a running trial silent for `grace_period` marks it
 failed and enqueues a copy with the same parameters, exactly once (the state change succeeds for one
@@ -31,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import JobConfig, to_dict
 from ..deploy.export import export_onnx
+from ..deploy.measure_lock import lock_dir_for, measuring
 from ..deploy.variants import make_variant, variant_dir
 from ..distill.agora import run_agora
 from ..distill.jobs import distill_student, load_context
@@ -38,8 +45,8 @@ from ..distill.loop import StopTraining, TrainingDiverged
 from ..model.inference import evaluate_onnx
 from .heldout import evaluate_heldout
 from .objectives import (
-    MEASURES, Constraint, SearchError, export_sample, latency, measure_teacher, metric_names, objective_directions,
-    search_constraints,
+    MEASURES, Constraint, SearchError, export_sample, measure_teacher, metric_names, objective_directions,
+    paired_latency, search_constraints,
 )
 from .results import write_outputs
 from .space import SearchSpace
@@ -137,6 +144,7 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
               workers: int = 1) -> list[float]:
     """Build, distill, evaluate, export (validated), measure; everything lands on the trial and its folder."""
     t_start = time.perf_counter()
+    lock_dir = lock_dir_for(cfg.run_dir)
     values = space.suggest(trial)
     spec, distill = space.settings(values)
     trial_dir = cfg.run_dir / "trials" / str(trial.number)
@@ -145,12 +153,12 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("state", "running")
     if cfg.finetune == "agora":  # Θ supplies learning rate, weight decay, warm-up and seed; no early stopping
-        run_agora(ctx, spec, trial_dir / "model", distill=distill, progress=False)
+        run_agora(ctx, spec, trial_dir / "model", distill=distill, progress=False, lock_dir=lock_dir)
         m = json.loads((trial_dir / "model" / "metrics.json").read_text())
         m["train_seconds"], m["eval_seconds"] = m["wall_seconds"], 0.0  # every θ and iteration, evaluation included
     else:
         m = distill_student(ctx, spec, trial_dir / "model", distill=distill, progress=False,
-                            on_eval=_early_stopper(cfg, constraints))
+                            on_eval=_early_stopper(cfg, constraints), lock_dir=lock_dir)
     t_distilled = time.perf_counter()
 
     t0 = time.perf_counter()
@@ -171,14 +179,16 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
         trial.set_user_attr("variant", variant.to_json())
         t_variant = time.perf_counter() - t0
     t0 = time.perf_counter()
-    lat = latency(deployed, ctx.data.eval, cfg)
+    with measuring(lock_dir) as hold:  # no training step of any worker on this machine runs meanwhile
+        lat = paired_latency(deployed, ctx.data.eval, cfg)
+    lat["lock_wait_s"] = round(hold.waited_s, 3)
     lat["concurrent_workers"] = workers
     t_measure = time.perf_counter() - t0
 
     metric_name = cfg.task.primary_metric
     measured = {**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                 "params": m["params"], "latency_ms": lat["median_ms"], "latency_p90_ms": lat["p90_ms"],
-                "size_mb": size_bytes / 1e6}
+                "size_mb": size_bytes / 1e6, "latency_ratio": lat["ratio"]["median"]}
     violations = [c.violation(measured[c.name]) for c in constraints]
     stopped = m.get("stopped")
     if stopped:  # infeasible by rule: a positive violation even when no metric threshold is configured
@@ -196,7 +206,8 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
         "metric": metric_name, "metrics": metrics, "measures": {k: measured[k] for k in MEASURES},
         "metric_source": metric_source, "precision": precision,
         "pytorch_metrics": m["metrics"],
-        "latency_p90_ms": lat["p90_ms"], "latency_method": lat, "onnx": str(deployed), "onnx_fp32": str(exported.path),
+        "latency_p90_ms": lat["p90_ms"], "latency_ci95_ms": lat["ci95_ms"],
+        "latency_ratio_ci95": lat["ratio"]["ci95"], "latency_method": lat, "onnx": str(deployed), "onnx_fp32": str(exported.path),
         "onnx_max_abs_diff": exported.max_abs_diff, "timings": timings, "distill": to_dict(distill),
         "steps": m["steps"], "total_steps": m.get("total_steps", m["steps"]),
         "constraints": violations, "constraint_names": names,
@@ -245,7 +256,8 @@ def prepare_search(cfg: JobConfig, progress: bool = True):
     if cfg.search.baseline:
         _enqueue_baseline(study, space)
     teacher = measure_teacher(ctx, cfg)
-    study.set_user_attr("teacher", {k: teacher[k] for k in ("metric", "params", "latency_ms", "size_mb")})
+    study.set_user_attr("teacher", {**{k: teacher[k] for k in ("metric", "params", "latency_ms", "size_mb")},
+                                    "latency_ratio": 1.0})  # the reference of every trial's ratio
     return ctx, space, study
 
 

@@ -466,3 +466,19 @@ def test_config_objects_are_frozen():
     with pytest.raises(AttributeError):
         cfg.distill.temperature = 1.0  # type: ignore[misc]
     assert math.isclose(cfg.distill.temperature, 4.0)
+
+
+def test_latency_paired_fields_defaults_validation_and_old_configs_with_repeats():
+    from compress.config import LatencyConfig, load_run_config
+
+    lc = LatencyConfig()
+    assert (lc.rounds, lc.calls_per_round, lc.drift_tolerance, lc.max_retries, lc.wait_s) == (10, 5, 0.10, 2, 5.0)
+    assert (lc.warmup, lc.threads, lc.batch_size, lc.seq_len, lc.repeats) == (10, 2, 1, 128, 50)
+    for bad, key in [({"rounds": 2}, "rounds"), ({"calls_per_round": 0}, "calls_per_round"),
+                     ({"drift_tolerance": 0}, "drift_tolerance"), ({"max_retries": -1}, "max_retries"),
+                     ({"wait_s": -1.0}, "wait_s")]:
+        with pytest.raises(ConfigError, match=f"search.latency.{key}"):
+            LatencyConfig(**bad)
+    # a run folder made before the paired protocol: its config.json has repeats and none of the new fields
+    old = load_run_config(Path(__file__).parents[1] / "fixtures" / "old_run" / "runs" / "old")
+    assert old.search.latency.repeats == 3 and old.search.latency.rounds == 10

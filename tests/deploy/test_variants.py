@@ -110,7 +110,8 @@ def _run_cfg(tmp_path: Path, teacher: str, kind: str = "classification", **searc
     raw["distill"]["train"] = {"max_steps": 4, "batch_size": 8, "eval_every": 2}
     raw["student"] = {}
     raw["search"] = {"n_trials": 2, "sampler": "random", "seed": 0,
-                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3}, **search}
+                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}, **search}
     return from_mapping(raw)
 
 

@@ -151,7 +151,8 @@ def test_agora_inside_a_search_trial(tmp_path, tiny_base):
     raw["finetune"] = "agora"
     raw["agora"]["max_iterations"] = 1
     raw["search"] = {"n_trials": 1, "sampler": "random", "space": {"num_layers": {"type": "int", "low": 1, "high": 2}},
-                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3}}
+                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}}
     cfg = from_mapping(raw)
     run_worker(cfg, progress=False)
     [t] = open_study(cfg, create=False).get_trials()

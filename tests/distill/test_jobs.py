@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -184,3 +187,56 @@ def test_teacher_outputs_are_computed_once_and_cached(tmp_path, tiny_base, monke
     second = load_context(cfg, progress=False)
     np.testing.assert_array_equal(first.outputs["logits"], second.outputs["logits"])
     assert first.outputs["logits"].shape == (48, 2)
+
+
+def test_training_steps_take_the_measurement_lock(tmp_path, tiny_base, monkeypatch):
+    """With a lock dir every step holds the lock: a measurement holding it first makes training wait, and a
+    measurement after training is not blocked. Without one (plain `compress distill`) no lock is taken."""
+    import compress.distill.loop as loop
+    from compress.deploy.measure_lock import lock_dir_for, measuring
+
+    task, train, dev, _ = _task_case("classification", tmp_path)
+    cfg = from_mapping(job_config(tmp_path, task, train, dev, tiny_base))
+    finetune_teacher(cfg, progress=False)
+    ctx = load_context(cfg, progress=False)
+    steps = []
+    real = loop.training_step
+
+    @contextlib.contextmanager
+    def spy(lock_dir):
+        with real(lock_dir) as hold:
+            steps.append((time.perf_counter(), hold.waited_s, lock_dir))
+            yield hold
+
+    monkeypatch.setattr(loop, "training_step", spy)
+    distill_student(ctx, StudentSpec(num_layers=1), tmp_path / "plain", progress=False)
+    assert steps and all(d is None for _, _, d in steps)
+
+    lock_dir = lock_dir_for(cfg.run_dir)
+    steps.clear()
+    held, released = threading.Event(), []
+
+    def measurer():
+        with measuring(lock_dir):
+            held.set()
+            time.sleep(0.5)
+            released.append(time.perf_counter())
+
+    th = threading.Thread(target=measurer)
+    th.start()
+    assert held.wait(10)
+    m = distill_student(ctx, StudentSpec(num_layers=1), tmp_path / "locked", progress=False, lock_dir=lock_dir)
+    th.join(10)
+    assert len(steps) == m["steps"] and all(d == lock_dir for _, _, d in steps)
+    assert steps[0][0] >= released[0] and steps[0][1] > 0.2  # the first step waited for the measurement
+    assert (lock_dir / "measure.lock").is_file() and (lock_dir / "gate.lock").is_file()
+    waited = []
+
+    def measure_after():
+        with measuring(lock_dir) as hold:
+            waited.append(hold.waited_s)
+
+    after = threading.Thread(target=measure_after, daemon=True)
+    after.start()
+    after.join(5)
+    assert waited and waited[0] < 1.0  # training released the lock: a measurement gets it at once

@@ -38,7 +38,8 @@ def _cfg(tmp: Path, teacher: str, kind: str = "classification", n_trials: int = 
                      "space": {"num_layers": {"type": "int", "low": 1, "high": 3},
                                "heads": {"type": "categorical", "choices": [2, 4]},
                                "learning_rate": {"type": "logfloat", "low": 1e-4, "high": 1e-2}},
-                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3}}
+                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}}
     return from_mapping(raw)
 
 

@@ -123,7 +123,8 @@ def test_fptas_end_to_end(tmp_path, tiny_base):
     raw = _raw(tmp_path, teacher)
     raw["fptas"] = {"depths": [1, 2], "heads": [2, 4], "hidden_sizes": [16, 32], "intermediate_sizes": [32],
                     "steps": 2, "eval_rows": 16, "top_k": 1}
-    raw["search"] = {"latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3}}
+    raw["search"] = {"latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}}
     res = run_fptas(from_mapping(raw), progress=False)
     ranking = res["ranking"]
     assert len(ranking) == 8 and [r["rank"] for r in ranking] == list(range(1, 9))
@@ -145,7 +146,8 @@ def test_fptas_calibration_end_to_end_and_resume(tmp_path, tiny_base, monkeypatc
     raw = _raw(tmp_path, teacher)
     raw["fptas"] = {"depths": [1, 2], "heads": [2], "hidden_sizes": [16, 32], "intermediate_sizes": [32],
                     "steps": 2, "eval_rows": 16, "top_k": 1, "calibrate": True, "calibration_alphas": [0.5, 2.0]}
-    raw["search"] = {"latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3},
+    raw["search"] = {"latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0},
                      "constraints": ["accuracy >= 0.1"]}
     res = run_fptas(from_mapping(raw), progress=False)
     assert {d["candidate"] for d in res["distilled"]} == {r["candidate"] for r in res["ranking"]}  # all four

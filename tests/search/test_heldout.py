@@ -52,7 +52,8 @@ def _raw(tmp: Path, teacher: str, name: str = "heldout") -> dict:
     raw["student"] = {}
     raw["search"] = {"n_trials": 4, "sampler": "random", "seed": 0, "space": SPACE,
                      "objectives": ["metric", "params", "latency_ms"],
-                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3}}
+                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}}
     return raw
 
 

@@ -6,6 +6,8 @@ is set (.ci/run installs and starts a server and sets it).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import random
@@ -16,6 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -24,7 +27,10 @@ from optuna.trial import TrialState
 from compress.config import from_mapping
 from compress.distill.jobs import finetune_teacher
 from compress.search.space import SearchSpace, SearchSpaceError
-from compress.search import frontier, open_study, parse_constraint, run_worker, study_summary
+from compress.search import (
+    MEASURES, filter_trials, format_trials, frontier, metric_names, objective_directions, open_study, parse_constraint,
+    run_worker, search_constraints, study_summary, trial_record,
+)
 from tests.conftest import ROOT, job_config, tiny_config, write_sentiment_tsv
 
 SPACE = {
@@ -43,7 +49,8 @@ def _search_raw(tmp_path: Path, tiny_base: str, **search) -> dict:
     raw["search"] = {
         "n_trials": 4, "sampler": "random", "seed": 0, "space": SPACE,
         "objectives": ["metric", "params", "latency_ms"],
-        "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3},
+        "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
+                    "rounds": 3, "calls_per_round": 2, "wait_s": 0},
         "heartbeat_interval": 1, "grace_period": 4, **search,
     }
     return raw
@@ -299,3 +306,57 @@ def test_two_workers_one_killed_mid_trial(trained, tmp_path, storage):
     # The parent reports the killed worker; the surviving one finished the study, the lost trial re-run.
     assert proc.returncode != 0 and b"worker exit codes" in out
     _check_exactly_once(open_study(cfg, create=False), 5)
+
+
+# ------------------------------------------------------------------ latency paired with the teacher (issue 14)
+
+
+def test_latency_ratio_is_a_measure_for_objectives_and_constraints(tmp_path, tiny_base):
+    c = parse_constraint("latency_ratio <= 0.5", {"accuracy"} | set(MEASURES))
+    assert (c.name, c.op, c.value) == ("latency_ratio", "<=", 0.5)
+    assert c.violation(0.4) < 0 < c.violation(0.6)
+    raw = _search_raw(tmp_path, tiny_base, objectives=["metric", "latency_ratio"], constraints=["latency_ratio <= 0.5"])
+    cfg = from_mapping(raw)
+    assert objective_directions(cfg) == [("accuracy", "maximize"), ("latency_ratio", "minimize")]
+    assert [str(c) for c in search_constraints(cfg, metric_names(cfg))] == ["latency_ratio <= 0.5"]
+
+
+def test_every_trial_is_timed_against_the_teacher(trained):
+    raw = {**trained, "search": {**trained["search"], "n_trials": 2, "objectives": ["metric", "latency_ratio"],
+                                 "constraints": ["latency_ratio <= 1000"]}}
+    cfg = from_mapping(raw)
+    run_worker(cfg, progress=False)
+    study = open_study(cfg, create=False)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 2
+    reference = cfg.run_dir / "teacher_onnx" / "model.onnx"
+    for t in done:
+        lat = t.user_attrs["latency_method"]
+        ratio = t.user_attrs["measures"]["latency_ratio"]
+        # one paired call gave both figures: the trial's median and the ratio to the teacher timed in its rounds
+        assert lat["reference"]["model"] == str(reference) and lat["rounds"] == 3 and lat["calls_per_round"] == 2
+        assert t.user_attrs["measures"]["latency_ms"] == lat["median_ms"] == lat["candidate"]["median_ms"]
+        assert ratio == lat["ratio"]["median"] and t.values[1] == ratio
+        per_round = [c / r for c, r in zip(lat["candidate"]["round_medians_ms"], lat["reference"]["round_medians_ms"])]
+        assert lat["ratio"]["per_round"] == pytest.approx(per_round)
+        assert ratio == pytest.approx(float(np.median(per_round)))
+        lo, hi = t.user_attrs["latency_ratio_ci95"]
+        assert [lo, hi] == lat["ratio"]["ci95"] and lo <= ratio <= hi
+        lo_ms, hi_ms = t.user_attrs["latency_ci95_ms"]
+        assert [lo_ms, hi_ms] == lat["ci95_ms"] and lo_ms <= lat["median_ms"] <= hi_ms
+        assert {"retries", "contended", "spread", "order", "lock_wait_s"} <= set(lat) and lat["lock_wait_s"] >= 0
+        assert t.user_attrs["constraints"] == [pytest.approx(ratio - 1000)]  # the constraint applied to the ratio
+        saved = json.loads((Path(t.user_attrs["dir"]) / "trial.json").read_text())
+        assert saved["latency_method"]["ratio"]["median"] == ratio and saved["latency_ratio_ci95"] == [lo, hi]
+    assert (cfg.run_dir / ".locks").is_dir()  # the measurement took the machine's lock
+    doc = json.loads((cfg.run_dir / "frontier.json").read_text())
+    assert doc["objectives"] == {"accuracy": "maximize", "latency_ratio": "minimize"}
+    assert doc["teacher"]["latency_ratio"] == 1.0
+    for rec in (doc["baseline"], *doc["frontier"]):
+        assert rec["latency_ratio"] > 0 and len(rec["latency_ratio_ci95"]) == 2 and len(rec["latency_ci95_ms"]) == 2
+    rows = list(csv.DictReader(io.StringIO((cfg.run_dir / "trials.csv").read_text())))
+    assert all(float(r["latency_ratio"]) > 0 for r in rows)
+    recs = [trial_record(t, ["accuracy", "latency_ratio"]) for t in done]
+    assert filter_trials(recs, where="latency_ratio > 0", sort="latency_ratio")[0]["latency_ratio"] == \
+        min(r["latency_ratio"] for r in recs)
+    assert "latency_ratio" in format_trials(recs).splitlines()[0]

@@ -44,7 +44,8 @@ def _cfg(tmp: Path, base: str, kind: str, teacher: str | None = None):
     raw["student"] = {}
     raw["search"] = {"n_trials": 2, "sampler": "random", "seed": 0, "space": space,
                      "objectives": ["metric", "params", "latency_ms"],
-                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3}}
+                     "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}}
     return from_mapping(raw)
 
 
