@@ -207,9 +207,7 @@ def load_text_examples(
                 missing = [c for c in needed if c not in row]
                 if missing:
                     # a column missing from the first row is missing from the file: no row could be used
-                    if first:
-                        raise _missing_column(where, missing[0], row, first=True)
-                    raise _missing_column(where, missing[0], row, first=False)
+                    raise _missing_column(where, missing[0], row, first=first)
                 first = False
                 texts = _row_texts(row, task, where)
                 label = label_of(row.get(task.label_column), where)
