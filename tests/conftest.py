@@ -124,3 +124,34 @@ def job_config(tmp_path: Path, task: dict, train, eval_, teacher: str, **section
     }
     cfg.update(sections)
     return cfg
+
+
+# ------------------------------------------------------------------ tiny ONNX models of known cost
+
+CHAIN_VOCAB = 20000  # the fixed-shape ids are drawn from [1000, vocab), as for BERT
+
+
+def chain_model(root: Path, hidden: int, layers: int) -> Path:
+    """input_ids -> embedding Gather -> `layers` x (MatMul hidden x hidden, Relu), saved with a config.json."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(hidden)
+    inits = [numpy_helper.from_array((rng.standard_normal((CHAIN_VOCAB, hidden)) * 0.1).astype(np.float32), "emb")]
+    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["h0"])]
+    for i in range(layers):
+        w = (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Relu", [f"m{i}"], [f"h{i + 1}"])]
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info(f"h{layers}", TensorProto.FLOAT, ["batch", "seq", hidden])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9  # what this ONNX Runtime reads, whatever the onnx package writes by default
+    onnx.checker.check_model(model)
+    root.mkdir(parents=True)
+    onnx.save(model, root / "model.onnx")
+    (root / "config.json").write_text(json.dumps({"vocab_size": CHAIN_VOCAB}))
+    return root / "model.onnx"

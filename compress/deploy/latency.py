@@ -26,8 +26,8 @@ import onnxruntime as ort
 from ..env import environment
 from .onnxrt import GRAPH_OPTIMIZATION, onnx_session
 
-__all__ = ["Feed", "LatencySettings", "bootstrap_median_ci", "check_model", "input_batches", "measure_paired",
-           "paired_rounds", "round_spread", "session_feeds", "session_method"]
+__all__ = ["Feed", "LatencySettings", "bootstrap_median_ci", "check_model", "input_batches", "interleaved_rounds",
+           "measure_interleaved", "measure_paired", "paired_rounds", "round_spread", "session_feeds", "session_method"]
 
 Feed = dict[str, np.ndarray]
 Call = Callable[[int], object]  # runs call i of a round (i indexes the round's batches)
@@ -143,57 +143,92 @@ def _summary(times_s: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
             "round_medians_ms": [float(v) for v in np.median(ms, axis=1)]}
 
 
-def paired_rounds(candidate: Call, reference: Call | None, settings: LatencySettings, *,
-                  timer: Callable[[], float] = time.perf_counter,
-                  sleep: Callable[[float], object] = time.sleep) -> dict[str, Any]:
-    """The protocol on two callables: warm-up, then `rounds` rounds of `calls_per_round` calls of each.
+def interleaved_rounds(calls: dict[str, Call], settings: LatencySettings, reference: str | None = None, *,
+                       timer: Callable[[], float] = time.perf_counter,
+                       sleep: Callable[[float], object] = time.sleep) -> dict[str, Any]:
+    """The protocol on any number of callables: warm-up of each, then `rounds` rounds of `calls_per_round` calls
+    of every model, one model's block after another.
 
-    Round r runs the candidate's block first when r is even and the reference's first when r is odd, so
-    neither always inherits the other's caches. Drift rule: when the coefficient of variation of the
-    reference's round medians (the candidate's, without a reference) exceeds `drift_tolerance`, wait
+    Round r starts at model r (mod n) of `calls` and goes round, so each model takes each place in the order
+    equally often and none always inherits another's caches; for two models that is "the first one first in
+    even rounds, the second first in odd rounds". Drift rule: when the coefficient of variation of the
+    `reference`'s round medians (the first model's, without a reference) exceeds `drift_tolerance`, wait
     `wait_s` and measure again, at most `max_retries` times, keeping the attempt with the lowest spread;
-    `contended` is true when no attempt came within the tolerance. `timer` and `sleep` are injectable.
+    `contended` is true when no attempt came within the tolerance. With a reference, every other model's
+    "ratio" is its round median over the reference's round median in the same round, with the median of those
+    ratios and its bootstrap interval. `timer` and `sleep` are injectable.
     """
     s = settings
-    models = {"candidate": candidate} | ({"reference": reference} if reference is not None else {})
+    if not calls:
+        raise ValueError("no models to time")
+    if reference is not None and reference not in calls:
+        raise ValueError(f"reference {reference!r} is not one of the models {list(calls)}")
+    names = list(calls)
+    judged_name = reference if reference is not None else names[0]
     attempts: list[tuple[float, dict[str, np.ndarray]]] = []  # (spread, times of each model)
     for attempt in range(s.max_retries + 1):
         if attempt:
             sleep(s.wait_s)
-        for call in models.values():
+        for call in calls.values():
             for i in range(s.warmup):
                 call(i % s.calls_per_round)
-        times: dict[str, list[list[float]]] = {name: [] for name in models}
+        times: dict[str, list[list[float]]] = {name: [] for name in names}
         for r in range(s.rounds):
-            order = list(models) if r % 2 == 0 else list(reversed(models))
-            for name in order:
-                times[name].append(_time_block(models[name], s.calls_per_round, timer))
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                times[name].append(_time_block(calls[name], s.calls_per_round, timer))
         arrays = {name: np.asarray(t) for name, t in times.items()}  # (rounds, calls_per_round), seconds
-        # The reference does the same work every attempt, so its spread is the machine's, not the candidate's.
-        judged = arrays["reference" if reference is not None else "candidate"]
-        attempts.append((round_spread(np.median(judged, axis=1)), arrays))
+        # The reference does the same work every attempt, so its spread is the machine's, not a candidate's.
+        attempts.append((round_spread(np.median(arrays[judged_name], axis=1)), arrays))
         if attempts[-1][0] <= s.drift_tolerance:
             break
     kept = min(range(len(attempts)), key=lambda i: attempts[i][0])
     spread, arrays = attempts[kept]
-
-    cand = _summary(arrays["candidate"], s.resamples, s.seed)
     result: dict[str, Any] = {
-        "median_ms": cand["median_ms"], "p90_ms": cand["p90_ms"], "ci95_ms": cand["ci95_ms"],
-        "candidate": cand, "rounds": s.rounds, "calls_per_round": s.calls_per_round,
-        "order": "alternating: candidate first in even rounds, reference first in odd rounds",
+        "models": {name: _summary(arrays[name], s.resamples, s.seed) for name in names},
+        "rounds": s.rounds, "calls_per_round": s.calls_per_round,
+        "order": ("alternating: candidate first in even rounds, reference first in odd rounds" if len(names) == 2
+                  else f"rotating: round r starts with model r mod {len(names)} of {names}"),
         "spread": spread, "spreads": [a[0] for a in attempts], "kept_attempt": kept,
         "retries": len(attempts) - 1, "contended": bool(spread > s.drift_tolerance),
-        "spread_rule": ("coefficient of variation of the " + ("reference's" if reference is not None else
-                        "candidate's") + f" round medians, tolerance {s.drift_tolerance}"),
+        "spread_rule": (f"coefficient of variation of the {'reference' if reference is not None else 'first model'}"
+                        f" ({judged_name})'s round medians, tolerance {s.drift_tolerance}"),
     }
     if reference is not None:
-        result["reference"] = _summary(arrays["reference"], s.resamples, s.seed)
-        ratios = np.median(arrays["candidate"], axis=1) / np.median(arrays["reference"], axis=1)
-        result["ratio"] = {"median": float(np.median(ratios)),
-                           "ci95": list(bootstrap_median_ci(ratios, s.resamples, s.seed)),
-                           "per_round": [float(v) for v in ratios],
-                           "definition": "candidate round median / reference round median, per round"}
+        ref_rounds = np.median(arrays[reference], axis=1)
+        result["ratios"] = {}
+        for name in names:
+            if name == reference:
+                continue
+            ratios = np.median(arrays[name], axis=1) / ref_rounds
+            result["ratios"][name] = {"median": float(np.median(ratios)),
+                                      "ci95": list(bootstrap_median_ci(ratios, s.resamples, s.seed)),
+                                      "per_round": [float(v) for v in ratios],
+                                      "definition": f"{name}'s round median / {reference}'s round median, per round"}
+    return result
+
+
+def paired_rounds(candidate: Call, reference: Call | None, settings: LatencySettings, *,
+                  timer: Callable[[], float] = time.perf_counter,
+                  sleep: Callable[[float], object] = time.sleep) -> dict[str, Any]:
+    """The protocol on two callables (see `interleaved_rounds`): the candidate, timed against a reference.
+
+    Round r runs the candidate's block first when r is even and the reference's first when r is odd. The
+    drift rule judges the reference's round medians (the candidate's, without a reference).
+    """
+    calls = {"candidate": candidate} | ({"reference": reference} if reference is not None else {})
+    res = interleaved_rounds(calls, settings, "reference" if reference is not None else None,
+                             timer=timer, sleep=sleep)
+    models = res.pop("models")
+    cand = models["candidate"]
+    result: dict[str, Any] = {"median_ms": cand["median_ms"], "p90_ms": cand["p90_ms"], "ci95_ms": cand["ci95_ms"],
+                              "candidate": cand, **res}
+    result["spread_rule"] = ("coefficient of variation of the " + ("reference's" if reference is not None else
+                             "candidate's") + f" round medians, tolerance {settings.drift_tolerance}")
+    if reference is not None:
+        result["reference"] = models["reference"]
+        ratio = result.pop("ratios")["candidate"]
+        result["ratio"] = {**ratio, "definition": "candidate round median / reference round median, per round"}
     return result
 
 
@@ -257,6 +292,34 @@ def session_method(session: ort.InferenceSession, threads: int, graph_optimizati
             "graph_optimization": graph_optimization, **machine}
 
 
+def _sessions(paths: dict[str, Path], inputs: list[Feed] | None,
+              s: LatencySettings) -> tuple[dict[str, Call], dict[str, ort.InferenceSession], dict[str, Any]]:
+    """One session per model (same threads and graph optimisation) and a call per model over the same batches.
+
+    Fixed-shape ids are drawn below the smallest vocabulary among the models, so every model can take them.
+    """
+    smallest = min(paths.values(), key=_vocab_size)
+    batches, shape = input_batches(smallest, inputs, s.batch_size, s.seq_len, s.seed)
+    calls: dict[str, Call] = {}
+    sessions: dict[str, ort.InferenceSession] = {}
+    for name, path in paths.items():
+        session = onnx_session(path, s.threads, s.graph_optimization)
+        feeds = session_feeds(session, batches, s.calls_per_round, name)
+        calls[name] = lambda i, session=session, feeds=feeds: session.run(None, feeds[i])
+        sessions[name] = session
+    if inputs is not None:
+        shape["batches"] = min(len(batches), s.calls_per_round)
+    return calls, sessions, shape
+
+
+def _method(session: ort.InferenceSession, s: LatencySettings, load_before: list[float],
+            start: float) -> dict[str, Any]:
+    return {**session_method(session, s.threads, s.graph_optimization), "warmup": s.warmup,
+            "repeats": s.rounds * s.calls_per_round, "resamples": s.resamples, "seed": s.seed,
+            "max_retries": s.max_retries, "wait_s": s.wait_s, "settings": asdict(s), "load_before": load_before,
+            "load_after": list(os.getloadavg()), "elapsed_s": time.perf_counter() - start}
+
+
 def measure_paired(candidate: str | Path, reference: str | Path | None = None, inputs: list[Feed] | None = None,
                    settings: LatencySettings = LatencySettings(), *,
                    timer: Callable[[], float] = time.perf_counter,
@@ -275,30 +338,42 @@ def measure_paired(candidate: str | Path, reference: str | Path | None = None, i
     start = time.perf_counter()
     load_before = list(os.getloadavg())
     s = settings
-    cand_path = check_model(candidate, "candidate model")
-    ref_path = None if reference is None else check_model(reference, "reference model")
-    batches, shape = input_batches(cand_path, inputs, s.batch_size, s.seq_len, s.seed)
-
-    cand_session = onnx_session(cand_path, s.threads, s.graph_optimization)
-    cand_feeds = session_feeds(cand_session, batches, s.calls_per_round, "candidate")
-    calls: dict[str, Call] = {"candidate": lambda i: cand_session.run(None, cand_feeds[i])}
-    if ref_path is not None:
-        ref_session = onnx_session(ref_path, s.threads, s.graph_optimization)
-        ref_feeds = session_feeds(ref_session, batches, s.calls_per_round, "reference")
-        calls["reference"] = lambda i: ref_session.run(None, ref_feeds[i])
-    if inputs is not None:
-        shape["batches"] = min(len(batches), s.calls_per_round)
-
+    paths = {"candidate": check_model(candidate, "candidate model")}
+    if reference is not None:
+        paths["reference"] = check_model(reference, "reference model")
+    calls, sessions, shape = _sessions(paths, inputs, s)
     result = paired_rounds(calls["candidate"], calls.get("reference"), s, timer=timer, sleep=sleep)
-    result["candidate"]["model"] = str(cand_path)
-    if ref_path is not None:
-        result["reference"]["model"] = str(ref_path)
-    return {**result, **session_method(cand_session, s.threads, s.graph_optimization), **shape,
-            "model": cand_path.name, "reference_model": None if ref_path is None else str(ref_path),
-            "warmup": s.warmup, "repeats": s.rounds * s.calls_per_round, "resamples": s.resamples,
-            "seed": s.seed, "max_retries": s.max_retries, "wait_s": s.wait_s, "settings": asdict(s),
-            "load_before": load_before, "load_after": list(os.getloadavg()),
-            "elapsed_s": time.perf_counter() - start}
+    result["candidate"]["model"] = str(paths["candidate"])
+    if reference is not None:
+        result["reference"]["model"] = str(paths["reference"])
+    return {**result, **_method(sessions["candidate"], s, load_before, start), **shape,
+            "model": paths["candidate"].name,
+            "reference_model": None if reference is None else str(paths["reference"])}
+
+
+def measure_interleaved(models: dict[str, str | Path], reference: str | None = None,
+                        inputs: list[Feed] | None = None, settings: LatencySettings = LatencySettings(), *,
+                        timer: Callable[[], float] = time.perf_counter,
+                        sleep: Callable[[float], object] = time.sleep) -> dict[str, Any]:
+    """Several ONNX files timed together, interleaved round by round (see `interleaved_rounds`), in one process.
+
+    `models` maps a name (e.g. "teacher", "trial 3") to an ONNX file; `reference` names the one every other
+    model's ratio is taken against and whose rounds the drift rule judges. Every session is made before the
+    first round, with the same threads, and runs the same batches. Returns "models" (per name: median_ms,
+    p90_ms, ci95_ms, round_medians_ms and the file), "ratios" (per non-reference name: median and ci95),
+    retries, contended, and the method as in `measure_paired`.
+    """
+    start = time.perf_counter()
+    load_before = list(os.getloadavg())
+    if not models:
+        raise ValueError("measure_interleaved: no models given")
+    paths = {name: check_model(path, f"model {name!r}") for name, path in models.items()}
+    calls, sessions, shape = _sessions(paths, inputs, settings)
+    result = interleaved_rounds(calls, settings, reference, timer=timer, sleep=sleep)
+    for name, summary in result["models"].items():
+        summary["model"] = str(paths[name])
+    first = next(iter(sessions.values()))
+    return {**result, **_method(first, settings, load_before, start), **shape, "reference": reference}
 
 
 if __name__ == "__main__":

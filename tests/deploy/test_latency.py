@@ -6,7 +6,6 @@ needs no export; `python -m pytest -q tests/test_latency_protocol.py` runs in we
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import subprocess
 import sys
@@ -14,44 +13,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from compress.deploy.capacity import peak_memory_mb, throughput
 from compress.deploy.latency import LatencySettings, bootstrap_median_ci, measure_paired, paired_rounds, round_spread
 from compress.deploy.measure_lock import lock_dir_for, measuring, training_step
+from tests.conftest import CHAIN_VOCAB as VOCAB, chain_model
 from compress.search.intervals import Estimate, dominates_with_intervals, intervals_overlap, tied_with_intervals
 
-VOCAB = 20000  # the fixed-shape ids are drawn from [1000, vocab), as for BERT
-
-
-def _chain_model(root: Path, hidden: int, layers: int) -> Path:
-    """input_ids -> embedding Gather -> `layers` x (MatMul hidden x hidden, Relu), saved with a config.json."""
-    rng = np.random.default_rng(hidden)
-    inits = [numpy_helper.from_array((rng.standard_normal((VOCAB, hidden)) * 0.1).astype(np.float32), "emb")]
-    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["h0"])]
-    for i in range(layers):
-        w = (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes += [helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"]),
-                  helper.make_node("Relu", [f"m{i}"], [f"h{i + 1}"])]
-    graph = helper.make_graph(
-        nodes, "chain", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info(f"h{layers}", TensorProto.FLOAT, ["batch", "seq", hidden])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9  # what this ONNX Runtime reads, whatever the onnx package writes by default
-    onnx.checker.check_model(model)
-    root.mkdir(parents=True)
-    onnx.save(model, root / "model.onnx")
-    (root / "config.json").write_text(json.dumps({"vocab_size": VOCAB}))
-    return root / "model.onnx"
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("latency")
-    return _chain_model(root / "small", 64, 2), _chain_model(root / "big", 256, 6)
+    return chain_model(root / "small", 64, 2), chain_model(root / "big", 256, 6)
 
 
 # ------------------------------------------------------------------ (a) the protocol on real sessions
