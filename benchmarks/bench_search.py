@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_results  # noqa: E402
 
 from compress.config import load_config  # noqa: E402
-from compress.search import frontier, open_study, run_worker, study_summary, trial_record, write_outputs  # noqa: E402
+from compress.search import frontier, open_study, run_worker, study_records, study_summary, write_outputs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "configs" / "search-sst2.yaml"
@@ -100,9 +100,10 @@ def main() -> None:
         summary = study_summary(cfg)
         teacher = study.user_attrs["teacher"]
         objectives = study.user_attrs["objectives"]
-        recs = [trial_record(t, objectives) for t in study.get_trials(deepcopy=False)]
+        recs = study_records(study, objectives)  # confirmed figures where the study's confirmation pass measured them
         base_rec = next(r for r in recs if r["baseline"] and r["state"] in ("complete", "stopped"))
-        front = [trial_record(t, objectives) for t in frontier(study)]
+        front_numbers = {t.number for t in frontier(study)}
+        front = [r for r in recs if r["number"] in front_numbers]
         done = [r for r in recs if r["timings"]]
         mean_t = {k: float(np.mean([r["timings"][k] for r in done])) for k in ("distill_s", "evaluate_s", "export_s", "measure_s", "total_s")}
         quiet, teacher_quiet = remeasure_latency(cfg, study)

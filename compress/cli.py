@@ -242,6 +242,33 @@ def _fmt(v, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _with_ci(v, ci, spec: str = ".2f") -> str:
+    """`median [low, high]`, or the median alone when there is no interval."""
+    if v is None:
+        return "-"
+    return f"{v:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else format(v, spec)
+
+
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    from .search import confirm_and_report, open_study
+    from .search.confirm import confirm_candidates
+
+    cfg = load_run_config(args.run)
+    if args.rounds is not None:
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(
+            cfg.search, confirm=dataclasses.replace(cfg.search.confirm, rounds=args.rounds)))
+    study = open_study(cfg, create=False)
+    if not confirm_candidates(cfg, study):
+        print(f"nothing to confirm in {cfg.run_dir}: no completed trial with an ONNX file yet", file=sys.stderr)
+        return 2
+    doc = confirm_and_report(cfg, study)
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+    print(f"written: {cfg.run_dir / 'frontier.json'} (confirmed figures) and {cfg.run_dir / 'confirmation.json'} "
+          "(every round); `compress package --pick` uses them")
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from .search import study_summary
 
@@ -255,16 +282,30 @@ def _cmd_status(args: argparse.Namespace) -> int:
           f"feasible {s['feasible']}")
     if s["eta_seconds"] is not None:
         print(f"time left: about {s['eta_seconds'] / 60:.0f} min; early stopping saved {s['early_stopping_saved_seconds'] / 60:.1f} min")
+    conf = s.get("confirmation")
     t = s.get("teacher") or {}
     if t:
-        print(f"teacher: metric {_fmt(t.get('metric'))}, {t.get('params', 0):,} params, {_fmt(t.get('latency_ms'), '.2f')} ms")
-    print(f"frontier ({len(s['frontier'])} points):")
-    print(f"  {'trial':>5} {'metric':>8} {'params':>12} {'latency ms':>10} {'size MB':>8}  spec")
+        print(f"teacher: metric {_fmt(t.get('metric'))}, {t.get('params', 0):,} params, "
+              f"{_with_ci(t.get('latency_ms'), t.get('latency_ci95_ms'))} ms ({t.get('latency_source')})")
+    print(f"frontier ({len(s['frontier'])} points; latency: median [95% interval], ratio to the teacher timed "
+          "together; 'confirmed' = re-measured by the confirmation pass, 'single' = the trial's own measurement):")
+    print(f"  {'trial':>5} {'metric':>8} {'params':>12} {'latency ms':>20} {'ratio':>21} {'figures':>9} "
+          f"{'size MB':>8}  spec")
     for r in s["frontier"]:
         spec = r.get("spec") or {}
-        print(f"  {r['number']:>5} {_fmt(r['value']):>8} {r['params'] or 0:>12,} {_fmt(r['latency_ms'], '.2f'):>10} "
-              f"{_fmt(r['size_mb'], '.1f'):>8}  L{spec.get('num_layers')} H{spec.get('heads')} "
-              f"F{spec.get('intermediate_size')}{' (baseline)' if r['baseline'] else ''}")
+        print(f"  {r['number']:>5} {_fmt(r['value']):>8} {r['params'] or 0:>12,} "
+              f"{_with_ci(r['latency_ms'], r.get('latency_ci95_ms')):>20} "
+              f"{_with_ci(r.get('latency_ratio'), r.get('latency_ratio_ci95'), '.3f'):>21} "
+              f"{r.get('latency_source') or '-':>9} {_fmt(r['size_mb'], '.1f'):>8}  L{spec.get('num_layers')} "
+              f"H{spec.get('heads')} F{spec.get('intermediate_size')}{' (baseline)' if r['baseline'] else ''}")
+    for a, b in s.get("ties") or []:
+        print(f"tie: trials {a} and {b} overlap within their intervals on every objective they differ in")
+    if conf:
+        print(f"confirmed {conf['at']}: {len(conf['models'])} models, {conf['rounds']} interleaved rounds; frontier "
+              f"{conf['before']['frontier']} -> {conf['after']['frontier']}"
+              + ("; the teacher's rounds never settled (busy machine)" if conf.get("contended") else ""))
+    elif s["frontier"]:
+        print(f"not confirmed yet: `compress confirm {cfg.run_dir}` times the frontier again, together")
     for w in s["warnings"]:
         print(f"warning: {w}")
     return 0
@@ -281,12 +322,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_trials(args: argparse.Namespace) -> int:
-    from .search import filter_trials, format_trials, open_study, trial_record
+    from .search import filter_trials, format_trials, open_study, study_records
 
     cfg = load_run_config(args.run)
     study = open_study(cfg, create=False)
-    objectives = study.user_attrs.get("objectives") or []
-    recs = [trial_record(t, objectives) for t in study.get_trials(deepcopy=False)]
+    recs = study_records(study)  # confirmed figures where the confirmation pass measured them
     print(format_trials(filter_trials(recs, args.where, args.sort, args.desc), args.format))
     return 0
 
@@ -324,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("run", help="run directory (runs/<name>) or the job's YAML config")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=_cmd_status)
+
+    c = sub.add_parser("confirm", help="time the frontier, the trials near it, the baseline and the teacher again, "
+                                       "together, and recompute the frontier from those figures")
+    c.add_argument("run", help="run directory (runs/<name>) or the job's YAML config")
+    c.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: search.confirm.rounds)")
+    c.add_argument("--json", action="store_true", help="print the confirmation record as JSON")
+    c.set_defaults(func=_cmd_confirm)
 
     for name, helptext in (("export", "make the fp32, optimized and int8 ONNX variants of a trial and re-measure each"),
                            ("package", "store a trial's ONNX variant as a BentoML model for `bentoml serve`")):

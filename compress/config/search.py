@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from .errors import invalid
 
-__all__ = ["EarlyStopConfig", "FptasConfig", "LatencyConfig", "ReportConfig", "SearchConfig"]
+__all__ = ["ConfirmConfig", "EarlyStopConfig", "FptasConfig", "LatencyConfig", "ReportConfig", "SearchConfig"]
 
 @dataclass(frozen=True)
 class LatencyConfig:
@@ -31,8 +31,16 @@ class LatencyConfig:
     drift_tolerance: float = 0.10  # largest spread (CV) of the teacher's round medians before a retry
     max_retries: int = 2  # further paired attempts when the teacher's rounds drift; the steadiest is kept
     wait_s: float = 5.0  # seconds to wait before a retry, to let a passing load go by
+    # measured only when `throughput` or `peak_memory_mb` is an objective or constraint:
+    throughput_batch_size: int = 8  # rows per call for the throughput objective (inputs/s, back-to-back calls)
+    throughput_seconds: float = 3.0  # seconds of back-to-back calls per throughput measurement (5 rounds)
 
     def __post_init__(self) -> None:
+        if self.throughput_batch_size < 1:
+            raise invalid("search.latency.throughput_batch_size", self.throughput_batch_size, "must be at least 1")
+        if not (math.isfinite(self.throughput_seconds) and self.throughput_seconds > 0):
+            raise invalid("search.latency.throughput_seconds", self.throughput_seconds,
+                          "must be a positive number of seconds")
         if self.batch_size < 1 or self.threads < 1 or self.repeats < 1 or self.warmup < 0:
             raise invalid("search.latency", (self.batch_size, self.threads, self.warmup, self.repeats),
                         "batch_size, threads and repeats must be positive and warmup not negative")
@@ -68,19 +76,43 @@ class EarlyStopConfig:
 
 
 @dataclass(frozen=True)
+class ConfirmConfig:
+    """The confirmation pass (compress.search.confirm): at the end of a study, and on demand with
+    `compress confirm RUN`, the frontier, the trials within the noise of it, the baseline and the teacher are
+    timed again together, interleaved round by round, and the frontier is recomputed from those figures."""
+
+    enabled: bool = True  # run it when the study's trials are done
+    rounds: int = 20  # interleaved rounds of every model (more than a trial's, so intervals narrow)
+    calls_per_round: int = 10  # timed calls of each model per round
+    max_models: int = 16  # most trials re-measured: the frontier first, then the nearest to it (teacher not counted)
+
+    def __post_init__(self) -> None:
+        if self.rounds < 3:
+            raise invalid("search.confirm.rounds", self.rounds, "must be at least 3")
+        if self.calls_per_round < 1:
+            raise invalid("search.confirm.calls_per_round", self.calls_per_round, "must be at least 1")
+        if self.max_models < 1:
+            raise invalid("search.confirm.max_models", self.max_models, "must be at least 1")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """The multi-objective study: what is searched, what is optimised, what must hold, where it is stored."""
 
     n_trials: int = 30  # completed trials to reach, the baseline included; a resumed study runs only the rest
     sampler: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
     seed: int = 0  # seeds the sampler: same seed, same suggestions
-    objectives: tuple[str, ...] = ("metric", "params", "latency_ms")  # metric (max); params, latency_ms, latency_ratio, size_mb (min)
-    constraints: tuple[str, ...] = ()  # e.g. "accuracy >= 0.8", "latency_ms <= 4", "latency_ratio <= 0.5"; infeasible trials never enter the frontier
+    # metric and throughput (inputs/s) are maximised; params, latency_ms, latency_ratio, size_mb, peak_memory_mb minimised
+    objectives: tuple[str, ...] = ("metric", "params", "latency_ms")
+    # e.g. "accuracy >= 0.8", "latency_ms <= 4", "latency_ratio <= 0.5", "peak_memory_mb <= 300", "throughput >= 200";
+    # infeasible trials never enter the frontier
+    constraints: tuple[str, ...] = ()
     space: dict[str, Any] = field(default_factory=dict)  # parameter -> {type, low, high, step, choices}
     storage: str | None = None  # None: sqlite file in the run directory; any SQLAlchemy URL; or journal:PATH
     study_name: str | None = None  # None: the job's name
     baseline: bool = True  # run the DistilBERT-style baseline first and mark it
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
     early_stopping: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     export_atol: float = 1e-3  # largest |ONNX - PyTorch| output difference accepted; more fails the trial
     precision: Literal["fp32", "optimized", "int8"] = "fp32"  # the variant trials deploy and measure, unless searched

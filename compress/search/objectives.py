@@ -1,8 +1,10 @@
 """What a trial is scored on: the objectives and their directions, the constraints (thresholds) and the latency
 protocol, and the teacher measured with that same protocol as the reference point.
 
-`metric` in search.objectives stands for the task's primary metric (maximised); params, latency_ms, latency_ratio
-and size_mb are minimised. latency_ratio is the trial's latency over the teacher's, both timed in the same paired
+`metric` in search.objectives stands for the task's primary metric (maximised), and so is throughput (inputs/s at
+search.latency.throughput_batch_size); params, latency_ms, latency_ratio, size_mb and peak_memory_mb (resident memory
+an inference session adds, measured in a fresh process) are minimised. throughput and peak_memory_mb are measured only
+when an objective or a constraint names them. latency_ratio is the trial's latency over the teacher's, both timed in the same paired
 measurement (compress.deploy.latency.measure_paired): the median of the per-round ratios, which travels from one
 machine to another better than milliseconds do. A constraint `NAME op VALUE` holds when its violation is zero or
 less (Optuna's convention).
@@ -21,15 +23,18 @@ import numpy as np
 from ..artifacts import write_json
 from ..config import JobConfig
 from ..deploy.export import export_onnx
+from ..deploy.capacity import peak_memory_mb, throughput
 from ..deploy.latency import LatencySettings, measure_paired
 from ..deploy.measure import eval_length_batches, onnx_latency
 
-__all__ = ["MEASURES", "Constraint", "SearchError", "export_sample", "latency", "latency_settings", "measure_teacher",
+__all__ = ["MAXIMIZED", "MEASURES", "OPTIONAL", "Constraint", "SearchError", "export_sample", "latency", "latency_settings", "measure_teacher",
            "metric_names", "objective_directions", "paired_latency", "parse_constraint", "search_constraints",
-           "teacher_reference"]
+           "teacher_reference", "capacity_measures", "wanted_capacity"]
 
-# minimised; the task metric is maximised. latency_ratio: the trial's latency over the teacher's, timed together
-MEASURES = ("params", "latency_ms", "size_mb", "latency_ratio")
+# What every trial records besides its metrics. latency_ratio: the trial's latency over the teacher's, timed together.
+MEASURES = ("params", "latency_ms", "size_mb", "latency_ratio", "throughput", "peak_memory_mb")
+MAXIMIZED = frozenset({"throughput"})  # the other measures are minimised; the task metric is maximised
+OPTIONAL = frozenset({"throughput", "peak_memory_mb"})  # measured only when an objective or constraint names them
 
 
 class SearchError(RuntimeError):
@@ -80,7 +85,7 @@ def objective_directions(cfg: JobConfig) -> list[tuple[str, str]]:
     for name in cfg.search.objectives:
         name = metric if name == "metric" else name
         if name in MEASURES:
-            out.append((name, "minimize"))
+            out.append((name, "maximize" if name in MAXIMIZED else "minimize"))
         elif name == metric:
             out.append((name, "maximize"))
         else:
@@ -160,6 +165,36 @@ def paired_latency(onnx_path: Path, eval_split, cfg: JobConfig, reference: Path 
     return measure_paired(onnx_path, reference, inputs, latency_settings(cfg))
 
 
+def wanted_capacity(cfg: JobConfig) -> set[str]:
+    """Which of the optional measures (throughput, peak_memory_mb) the objectives or constraints name."""
+    named = set(cfg.search.objectives) | {m.group(1) for c in cfg.search.constraints if (m := _CONSTRAINT.match(c))}
+    return named & OPTIONAL
+
+
+def capacity_measures(onnx_path: Path, eval_split, cfg: JobConfig, wanted: set[str]) -> dict[str, Any]:
+    """throughput (inputs/s of back-to-back calls at search.latency.throughput_batch_size, median over 5 rounds with
+    its bootstrap interval) and/or peak_memory_mb (what an inference session adds to a fresh process's peak resident
+    memory at the latency shape), on the eval set's own lengths with seq_len "eval". {} when neither is wanted."""
+    lc = cfg.search.latency
+    out: dict[str, Any] = {}
+    if "throughput" in wanted:
+        inputs = None
+        if lc.seq_len == "eval":
+            inputs = eval_length_batches(eval_split, lc.throughput_batch_size, limit=16, seed=0)
+        tp = throughput(onnx_path, inputs, batch_size=lc.throughput_batch_size,
+                        seq_len=lc.seq_len if isinstance(lc.seq_len, int) else 128, threads=lc.threads,
+                        seconds=lc.throughput_seconds, rounds=5, warmup=lc.warmup)
+        out["throughput"], out["throughput_ci95"], out["throughput_method"] = tp["inputs_per_s"], tp["ci95"], tp
+    if "peak_memory_mb" in wanted:
+        inputs = None
+        if lc.seq_len == "eval":
+            inputs = eval_length_batches(eval_split, lc.batch_size, limit=16, seed=0)
+        mem = peak_memory_mb(onnx_path, inputs, threads=lc.threads, batch_size=lc.batch_size,
+                             seq_len=lc.seq_len if isinstance(lc.seq_len, int) else 128)
+        out["peak_memory_mb"], out["peak_memory_method"] = mem["peak_memory_mb"], mem
+    return out
+
+
 def measure_teacher(ctx, cfg: JobConfig) -> dict[str, Any]:
     """Teacher's latency and size with the single-model protocol, measured once per run (latency_ratio 1.0).
 
@@ -169,16 +204,18 @@ def measure_teacher(ctx, cfg: JobConfig) -> dict[str, Any]:
     path = cfg.run_dir / "cache" / "teacher-measures.json"
     out = cfg.run_dir / "teacher_onnx"
     cached = json.loads(path.read_text()) if path.exists() else None
-    if cached is not None and teacher_reference(cfg).is_file():
+    wanted = wanted_capacity(cfg)
+    if cached is not None and teacher_reference(cfg).is_file() and wanted <= set(cached):
         return {**cached, "latency_ratio": cached.get("latency_ratio", 1.0)}
     exported = export_onnx(ctx.teacher_dir, out, cfg.task.type, sample=export_sample(ctx), atol=cfg.search.export_atol)
-    if cached is not None:
+    if cached is not None and wanted <= set(cached):
         return {**cached, "latency_ratio": cached.get("latency_ratio", 1.0)}
     lat = latency(exported.path, ctx.data.eval, cfg)
     rec = {"params": ctx.teacher_metrics.get("params"), "latency_ms": lat["median_ms"],
            "latency_p90_ms": lat["p90_ms"], "latency_ratio": 1.0, "size_mb": exported.size_bytes / 1e6,
            "latency_method": lat, "metric": ctx.teacher_metrics.get(cfg.task.primary_metric),
            "metrics": ctx.teacher_metrics}
+    rec.update(capacity_measures(exported.path, ctx.data.eval, cfg, wanted))
     write_json(path, rec)
     return rec
 

@@ -3,7 +3,8 @@
 The --where expression is Python-like but evaluated by a small interpreter (never eval): comparisons
 (`< <= > >= == !=`, chained), `and`, `or`, `not`, `+ - * /`, numbers and quoted strings, and names:
 number, state, baseline, feasible, precision, value (the task metric), params, latency_ms, latency_p90_ms,
-latency_ratio (over the teacher, timed together), size_mb, every metric by name (accuracy, exact, f1, ...), and
+latency_ratio (over the teacher, timed together), size_mb, throughput, peak_memory_mb, latency_source ('confirmed'
+or 'single'), every metric by name (accuracy, exact, f1, ...), and
 every searched parameter (num_layers, heads, ...).
 A trial that lacks a value a comparison needs does not match.
 """
@@ -22,8 +23,8 @@ __all__ = ["QueryError", "filter_trials", "format_trials", "trial_row"]
 _CMP = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
         ast.Eq: operator.eq, ast.NotEq: operator.ne}
 _BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-COLUMNS = ["number", "state", "feasible", "value", "params", "latency_ms", "latency_ratio", "size_mb", "precision",
-           "spec"]
+COLUMNS = ["number", "state", "feasible", "value", "params", "latency_ms", "latency_ratio", "latency_source",
+           "size_mb", "precision", "spec"]
 
 
 class QueryError(ValueError):
@@ -37,7 +38,8 @@ class _Missing(Exception):
 def trial_row(rec: dict[str, Any]) -> dict[str, Any]:
     """The flat names a --where expression can use, for one trial record (study.trial_record)."""
     row = {k: rec.get(k) for k in ("number", "state", "baseline", "feasible", "value", "params", "latency_ms",
-                                   "latency_p90_ms", "latency_ratio", "size_mb", "precision")}
+                                   "latency_p90_ms", "latency_ratio", "size_mb", "precision", "throughput",
+                                   "peak_memory_mb", "latency_source")}
     for k, v in (rec.get("metrics") or {}).items():
         if isinstance(v, (int, float)) and k not in row:
             row[k] = v
@@ -131,13 +133,15 @@ def format_trials(recs: list[dict[str, Any]], fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(recs, indent=2, default=str)
     metric = next((r["metric"] for r in recs if r.get("metric")), "value")
-    header = ["trial", "state", "feasible", metric, "params", "latency_ms", "latency_ratio", "size_mb", "precision",
-              "spec"]
+    header = ["trial", "state", "feasible", metric, "params", "latency_ms", "latency_ci95_ms", "latency_ratio",
+              "figures", "size_mb", "precision", "spec"]
     lines = []
     for r in recs:
+        ci = r.get("latency_ci95_ms")
         lines.append([str(r["number"]) + (" (baseline)" if r.get("baseline") else ""), str(r.get("state")),
                       str(r.get("feasible")), _num(r.get("value"), ".4f"), _num(r.get("params"), ","),
-                      _num(r.get("latency_ms"), ".3f"), _num(r.get("latency_ratio"), ".3f"),
+                      _num(r.get("latency_ms"), ".3f"), f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-",
+                      _num(r.get("latency_ratio"), ".3f"), str(r.get("latency_source") or "-"),
                       _num(r.get("size_mb"), ".2f"), str(r.get("precision") or ""), _spec(r)])
     if fmt == "csv":
         buf = io.StringIO()

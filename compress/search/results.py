@@ -15,12 +15,13 @@ from optuna.trial import FrozenTrial
 
 from ..artifacts import atomic_write, write_json
 from ..config import JobConfig
-from .pareto import baseline_trial, dominates, frontier, trial_record
+from .intervals import dominates_with_intervals
+from .pareto import baseline_trial, confirmation, frontier, frontier_ties, record_values, study_records
 from .heldout import CACHE_NAME, heldout_block, read_heldout
 from .objectives import MEASURES, objective_directions
 from .storage import open_study, storage_url
 
-__all__ = ["study_summary", "write_outputs"]
+__all__ = ["frontier_document", "study_summary", "teacher_record", "write_outputs"]
 
 
 def _test_figures(cfg: JobConfig) -> tuple[dict[str, Any] | None, Any]:
@@ -49,32 +50,58 @@ def _test_figures(cfg: JobConfig) -> tuple[dict[str, Any] | None, Any]:
     return splits, read
 
 
-def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
-    """frontier.json (feasible Pareto set, baseline and teacher) and trials.csv (every trial).
+def _confirmation_block(conf: dict[str, Any]) -> dict[str, Any]:
+    """What frontier.json says about the last confirmation pass (RUN/confirmation.json has every round)."""
+    keep = ("at", "rounds", "calls_per_round", "models", "reference", "retries", "spread", "contended", "before",
+            "after", "changed", "ties", "method")
+    return {**{k: conf.get(k) for k in keep},
+            "rule": "the frontier, the trials within its noise, the baseline and the teacher timed again together, "
+                    "interleaved round by round in one process, the teacher the reference of every ratio; the "
+                    "frontier and the picks recomputed from those figures (compress.search.confirm)"}
 
-    With a test split, frontier.json also holds "splits" (rows per split) and, for the teacher, the baseline and
-    each frontier point already scored by compress.search.heldout, a "test" entry beside the eval metrics.
-    """
+
+def teacher_record(study: optuna.Study) -> dict[str, Any] | None:
+    """The teacher's figures as the study recorded them, the confirmation pass's in place of its latency when
+    there is one ("latency_source" says which)."""
+    teacher = study.user_attrs.get("teacher")
+    if teacher is None:
+        return None
+    teacher = {**teacher, "latency_source": "single"}
+    conf = confirmation(study)
+    if conf and conf.get("teacher"):
+        teacher = {**teacher, "latency_in_study": {"latency_ms": teacher.get("latency_ms")},
+                   **{k: v for k, v in conf["teacher"].items() if k != "contended"}, "latency_source": "confirmed"}
+    return teacher
+
+
+def frontier_document(cfg: JobConfig, study: optuna.Study) -> dict[str, Any]:
+    """frontier.json's content: the feasible Pareto set (confirmed figures where a confirmation pass measured them),
+    the baseline, the teacher, the ties, and, with a test split, what is already scored on it."""
     objectives = study.user_attrs.get("objectives") or [n for n, _ in objective_directions(cfg)]
     directions = [d.name.lower() for d in study.directions]
-    trials = study.get_trials(deepcopy=False)
+    conf = confirmation(study)
+    recs = {r["number"]: r for r in study_records(study, objectives)}
     front = frontier(study)
     baseline = baseline_trial(study)
     splits, read_test = _test_figures(cfg)
+    ties = frontier_ties(study)
 
     def record(t: FrozenTrial) -> dict[str, Any]:
-        rec = trial_record(t, objectives)
+        rec = dict(recs[t.number])
         if read_test is not None and (test := read_test(rec.get("onnx"), rec.get("dir"))):
             rec["test"] = test
         return rec
 
     points = []
+    base_values = record_values(recs[baseline.number], objectives, baseline.values) if baseline else None
     for t in sorted(front, key=lambda t: t.values[0], reverse=directions[0] == "maximize"):
         rec = record(t)
         if baseline is not None and t.number != baseline.number:
-            rec["dominates_baseline"] = dominates(t.values, baseline.values, directions)
+            rec["dominates_baseline"] = dominates_with_intervals(
+                record_values(rec, objectives, t.values), base_values, directions)
+        rec["tied_with"] = sorted({b if a == t.number else a for a, b in ties if t.number in (a, b)})
         points.append(rec)
-    teacher = study.user_attrs.get("teacher")
+    teacher = teacher_record(study)
     if teacher is not None and read_test is not None:
         folder = cfg.run_dir / "teacher_onnx"
         if test := read_test(folder / "model.onnx", folder):
@@ -83,14 +110,27 @@ def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
         "study": study.study_name, "storage": storage_url(cfg), "objectives": dict(zip(objectives, directions)),
         "constraints": list(cfg.search.constraints), "teacher": teacher,
         "baseline": record(baseline) if baseline else None,
-        "frontier": points, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "frontier": points, "ties": ties,
+        "dominance": "a trial is dominated only by one at least as good on every objective and better, with "
+                     "intervals apart, on one (latency figures carry their bootstrap 95% intervals; metrics and "
+                     "sizes are exact); points whose intervals overlap on every objective they differ in are ties",
+        "confirmation": _confirmation_block(conf) if conf else None,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if splits is not None:
         doc.update(splits)
+    return doc
+
+
+def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
+    """frontier.json (frontier_document) and trials.csv (every trial, confirmed figures where there are some)."""
+    objectives = study.user_attrs.get("objectives") or [n for n, _ in objective_directions(cfg)]
+    doc = frontier_document(cfg, study)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     fpath, cpath = cfg.run_dir / "frontier.json", cfg.run_dir / "trials.csv"
     write_json(fpath, doc)
-    cols = ["number", "state", "baseline", "feasible", "metric", "value", *MEASURES, "latency_p90_ms", "precision",
+    cols = ["number", "state", "baseline", "feasible", "metric", "value", *MEASURES, "latency_ci95_ms",
+            "latency_ratio_ci95", "latency_source", "latency_p90_ms", "precision",
             "distill_s", "evaluate_s", "export_s", "variant_s", "measure_s", "total_s", "steps", "total_steps",
             "reason", "params_searched", "dir"]
 
@@ -98,9 +138,10 @@ def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
         with open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
             w.writeheader()
-            for t in trials:
-                rec = trial_record(t, objectives)
+            for rec in study_records(study, objectives):
                 rec.update(rec.get("timings") or {})
+                for k in ("latency_ci95_ms", "latency_ratio_ci95"):
+                    rec[k] = json.dumps(rec[k]) if rec.get(k) else ""
                 rec["params_searched"] = json.dumps(rec["params_searched"])
                 w.writerow(rec)
 
@@ -117,8 +158,7 @@ def study_summary(cfg: JobConfig, study: optuna.Study | None = None) -> dict[str
     when it is already open."""
     study = study if study is not None else open_study(cfg, create=False)
     objectives = study.user_attrs.get("objectives") or [n for n, _ in objective_directions(cfg)]
-    trials = study.get_trials(deepcopy=False)
-    recs = [trial_record(t, objectives) for t in trials]
+    recs = study_records(study, objectives)
     by_state: dict[str, int] = {}
     for r in recs:
         by_state[r["state"]] = by_state.get(r["state"], 0) + 1
@@ -148,8 +188,10 @@ def study_summary(cfg: JobConfig, study: optuna.Study | None = None) -> dict[str
     return {
         "study": study.study_name, "storage": storage_url(cfg), "target": cfg.search.n_trials,
         "by_state": by_state, "completed": len(done), "feasible": len(feasible),
-        "frontier": [trial_record(t, objectives) for t in frontier(study)],
+        "frontier": [r for r in recs if r["number"] in {t.number for t in frontier(study)}],
+        "ties": frontier_ties(study),
+        "confirmation": _confirmation_block(conf) if (conf := confirmation(study)) else None,
         "eta_seconds": eta, "early_stopping_saved_seconds": round(saved, 1),
-        "teacher": study.user_attrs.get("teacher"), "warnings": warnings,
+        "teacher": teacher_record(study), "warnings": warnings,
     }
 

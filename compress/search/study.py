@@ -43,10 +43,11 @@ from ..distill.agora import run_agora
 from ..distill.jobs import distill_student, load_context
 from ..distill.loop import StopTraining, TrainingDiverged
 from ..model.inference import evaluate_onnx
+from .confirm import confirm_candidates, confirm_study, needs_confirmation
 from .heldout import evaluate_heldout
 from .objectives import (
-    MEASURES, Constraint, SearchError, export_sample, measure_teacher, metric_names, objective_directions,
-    paired_latency, search_constraints,
+    MEASURES, Constraint, SearchError, capacity_measures, export_sample, measure_teacher, metric_names,
+    objective_directions, paired_latency, search_constraints, wanted_capacity,
 )
 from .results import write_outputs
 from .space import SearchSpace
@@ -181,6 +182,7 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     t0 = time.perf_counter()
     with measuring(lock_dir) as hold:  # no training step of any worker on this machine runs meanwhile
         lat = paired_latency(deployed, ctx.data.eval, cfg)
+        capacity = capacity_measures(deployed, ctx.data.eval, cfg, wanted_capacity(cfg))
     lat["lock_wait_s"] = round(hold.waited_s, 3)
     lat["concurrent_workers"] = workers
     t_measure = time.perf_counter() - t0
@@ -188,7 +190,8 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     metric_name = cfg.task.primary_metric
     measured = {**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                 "params": m["params"], "latency_ms": lat["median_ms"], "latency_p90_ms": lat["p90_ms"],
-                "size_mb": size_bytes / 1e6, "latency_ratio": lat["ratio"]["median"]}
+                "size_mb": size_bytes / 1e6, "latency_ratio": lat["ratio"]["median"],
+                "throughput": capacity.get("throughput"), "peak_memory_mb": capacity.get("peak_memory_mb")}
     violations = [c.violation(measured[c.name]) for c in constraints]
     stopped = m.get("stopped")
     if stopped:  # infeasible by rule: a positive violation even when no metric threshold is configured
@@ -207,7 +210,8 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
         "metric_source": metric_source, "precision": precision,
         "pytorch_metrics": m["metrics"],
         "latency_p90_ms": lat["p90_ms"], "latency_ci95_ms": lat["ci95_ms"],
-        "latency_ratio_ci95": lat["ratio"]["ci95"], "latency_method": lat, "onnx": str(deployed), "onnx_fp32": str(exported.path),
+        "latency_ratio_ci95": lat["ratio"]["ci95"], "latency_method": lat,
+        **{k: capacity[k] for k in ("throughput_ci95", "throughput_method", "peak_memory_method") if k in capacity}, "onnx": str(deployed), "onnx_fp32": str(exported.path),
         "onnx_max_abs_diff": exported.max_abs_diff, "timings": timings, "distill": to_dict(distill),
         "steps": m["steps"], "total_steps": m.get("total_steps", m["steps"]),
         "constraints": violations, "constraint_names": names,
@@ -257,6 +261,7 @@ def prepare_search(cfg: JobConfig, progress: bool = True):
         _enqueue_baseline(study, space)
     teacher = measure_teacher(ctx, cfg)
     study.set_user_attr("teacher", {**{k: teacher[k] for k in ("metric", "params", "latency_ms", "size_mb")},
+                                    **{k: teacher[k] for k in ("throughput", "peak_memory_mb") if k in teacher},
                                     "latency_ratio": 1.0})  # the reference of every trial's ratio
     return ctx, space, study
 
@@ -311,8 +316,35 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout:
         _log_trial(last, c["complete"] + (1 if last.state == TrialState.COMPLETE else 0), target)
         write_outputs(cfg, study)
     write_outputs(cfg, study)
-    if (workers <= 1 if heldout is None else heldout) and cfg.data.has_test:
+    last = workers <= 1 if heldout is None else heldout  # this process finishes the study
+    if last and needs_confirmation(cfg, study):
+        confirm_and_report(cfg, study, ctx.data)
+    if last and cfg.data.has_test:
         _heldout(cfg, study, ctx.data)
+
+
+def confirm_and_report(cfg: JobConfig, study: optuna.Study, data=None) -> dict[str, Any]:
+    """The confirmation pass (compress.search.confirm), frontier.json written again from it, and what it found."""
+    print(f"confirming the frontier: {len(confirm_candidates(cfg, study))} trials and the teacher timed again "
+          f"together, {cfg.search.confirm.rounds} interleaved rounds ...", flush=True)
+    doc = confirm_study(cfg, study, data)
+    write_outputs(cfg, study)
+    for n, rec in sorted(doc["trials"].items(), key=lambda kv: int(kv[0])):
+        was = rec["in_study"]
+        lo, hi = rec["latency_ci95_ms"]
+        print(f"  trial {n}: {rec['latency_ms']:.2f} ms [{lo:.2f}, {hi:.2f}] (in study "
+              f"{(was.get('latency_ms') or float('nan')):.2f}), ratio to teacher {rec['latency_ratio']:.3f} "
+              f"[{rec['latency_ratio_ci95'][0]:.3f}, {rec['latency_ratio_ci95'][1]:.3f}]", flush=True)
+    b, a = doc["before"], doc["after"]
+    print(f"frontier {b['frontier']} -> {a['frontier']} after confirmation"
+          + (f"; ties {doc['ties']}" if doc["ties"] else "")
+          + (f"; the teacher's rounds never settled (spread {doc['spread']:.2f}): the machine was busy"
+             if doc["contended"] else ""), flush=True)
+    moved = {k: (b["picks"][k], a["picks"][k]) for k in a["picks"] if b["picks"].get(k) != a["picks"][k]}
+    if moved:
+        print("scenario picks changed: " + ", ".join(f"{k} trial {x} -> {y}" for k, (x, y) in moved.items()),
+              flush=True)
+    return doc
 
 
 def _heldout(cfg: JobConfig, study: optuna.Study, data=None) -> None:
@@ -356,6 +388,8 @@ def run_search(cfg: JobConfig, config_path: str, workers: int = 1) -> None:
                           "command again to resume")
     study = open_study(cfg, create=False)
     write_outputs(cfg, study)
+    if needs_confirmation(cfg, study):  # once, after every worker: no training shares the cores any more
+        confirm_and_report(cfg, study)
     if cfg.data.has_test:  # once, after every worker: the frontier is final now
         _heldout(cfg, study)
 
