@@ -30,7 +30,7 @@ from ..data.qa import QAPrediction
 from ..deploy.variants import serving_threshold
 from ..env import environment
 from ..model.metrics import compute_exact, compute_f1, points
-from ..search.pareto import trial_record
+from ..search.pareto import study_records
 from ..search.heldout import evaluate_heldout
 from ..search.results import study_summary, write_outputs
 from ..search.scenarios import SCENARIOS, ScenarioError, pick
@@ -56,7 +56,7 @@ def collect(cfg: JobConfig) -> dict[str, Any]:
     doc = json.loads(fpath.read_text())
     objectives = study.user_attrs.get("objectives") or list(doc.get("objectives") or [])
     trials = study.get_trials(deepcopy=False)
-    recs = [trial_record(t, objectives) for t in trials]
+    recs = study_records(study, objectives)
     front = {r["number"] for r in doc["frontier"]}
     for r in recs:
         r["on_frontier"] = r["number"] in front
@@ -93,6 +93,7 @@ def provenance(cfg: JobConfig, data: dict[str, Any]) -> dict[str, Any]:
             f"{lc.warmup} warm-up, then {lc.rounds} rounds × {lc.calls_per_round} calls of the trial and the teacher "
             "alternately; median, bootstrap 95% interval, ratio to the teacher" if paired else
             f"{lc.warmup} warm-up + {lc.repeats} timed calls, median"),
+        "confirmation": _confirmation_text(doc.get("confirmation")),
         "libraries": ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
         "python": env["python"], "study started": data["started"], "last trial finished": data["ended"],
         "trials by state": ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())),
@@ -103,6 +104,24 @@ def provenance(cfg: JobConfig, data: dict[str, Any]) -> dict[str, Any]:
            if doc.get("splits") else {}),
         "report written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _load(v: list[float] | None) -> str:
+    return "/".join(f"{x:.2f}" for x in v) if v else "-"
+
+
+def _confirmation_text(conf: dict[str, Any] | None) -> str:
+    if not conf:
+        return ("none yet: every latency is the trial's single in-study measurement (`compress confirm RUN` times "
+                "the frontier again, together)")
+    m = conf.get("method") or {}
+    return (f"{conf['at']}: {len(conf.get('models') or [])} models (the frontier, the trials within its noise, the "
+            f"baseline, the teacher) timed together, {conf['rounds']} interleaved rounds × {conf['calls_per_round']} "
+            f"calls, {conf.get('retries', 0)} retries, load average {_load(m.get('load_before'))} before, "
+            f"{_load(m.get('load_after'))} after"
+            + ("; the teacher's rounds never settled (busy machine)" if conf.get("contended") else "")
+            + f"; frontier {conf['before']['frontier']} -> {conf['after']['frontier']}"
+            + (f"; ties {conf['ties']}" if conf.get("ties") else ""))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +140,8 @@ def scenario_rows(doc: dict[str, Any], within: float) -> list[dict[str, Any]]:
             rows.append({"scenario": labels[s], "key": s, "error": str(exc)})
             continue
         row = {"scenario": labels[s], "key": s, "trial": r["number"], "value": r["value"], "params": r["params"],
-               "latency_ms": r["latency_ms"], "size_mb": r.get("size_mb"), "spec": r.get("spec"),
+               "latency_ms": r["latency_ms"], "latency_ci95_ms": r.get("latency_ci95_ms"),
+               "latency_source": r.get("latency_source"), "size_mb": r.get("size_mb"), "spec": r.get("spec"),
                "precision": r.get("precision"), "test_value": test_value(r, r.get("metric"))}
         if base and base.get("value") is not None:
             row["d_points"] = points(r["metric"], r["value"]) - points(r["metric"], base["value"])

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import JobConfig
 from ..search.objectives import metric_names, search_constraints
+from ..search.pareto import INTERVALS
 from .collect import QA_CATEGORIES, completed, read_curves
 
 __all__ = ["COLORS", "MEASURE_LABEL", "Figure", "curves", "importance", "parallel", "pareto", "qa_errors",
@@ -25,7 +26,8 @@ __all__ = ["COLORS", "MEASURE_LABEL", "Figure", "curves", "importance", "paralle
 COLORS = {"frontier": "#d62728", "feasible": "#1f77b4", "infeasible": "#7f7f7f", "stopped": "#bcbd22",
           "baseline": "#2ca02c", "teacher": "#9467bd"}
 MEASURE_LABEL = {"params": "parameters", "latency_ms": "latency (ms)", "size_mb": "ONNX size (MB)",
-                 "latency_ratio": "latency / teacher's (timed together)"}
+                 "latency_ratio": "latency / teacher's (timed together)", "throughput": "throughput (inputs/s)",
+                 "peak_memory_mb": "peak memory of a session (MB)"}
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,44 @@ def _kind(r: dict[str, Any]) -> str:
     return "frontier" if r.get("on_frontier") else "feasible"
 
 
+def _interval(r: dict[str, Any], measure: str) -> tuple[float, float] | None:
+    """(low, high) of a record's figure for `measure` when it carries an interval (latency, ratio, throughput)."""
+    ci = r.get(INTERVALS[measure]) if measure in INTERVALS else None
+    return (float(ci[0]), float(ci[1])) if ci and r.get(measure) is not None else None
+
+
+def _error_x(pts: list[dict[str, Any]], measure: str) -> dict[str, Any] | None:
+    """Plotly's error_x for the points' intervals on `measure` (None when none has one)."""
+    cis = [_interval(r, measure) for r in pts]
+    if not any(cis):
+        return None
+    return dict(type="data", symmetric=False, thickness=1.2, width=3,
+                array=[(c[1] - r[measure]) if c else 0 for r, c in zip(pts, cis)],
+                arrayminus=[(r[measure] - c[0]) if c else 0 for r, c in zip(pts, cis)])
+
+
+def _latency_text(r: dict[str, Any]) -> str:
+    ci = r.get("latency_ci95_ms")
+    source = {"confirmed": "confirmed", "single": "single measurement"}.get(r.get("latency_source"), "")
+    return (f"{(r.get('latency_ms') or float('nan')):.2f} ms" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+            + (f" ({source})" if source else ""))
+
+
 def _hover(r: dict[str, Any]) -> str:
     s = r.get("spec") or {}
     return (f"trial {r['number']}{' (baseline)' if r.get('baseline') else ''}<br>{r.get('metric')} {r['value']:.4f}"
-            f"<br>{r.get('params') or 0:,} params<br>{(r.get('latency_ms') or float('nan')):.2f} ms"
+            f"<br>{r.get('params') or 0:,} params<br>{_latency_text(r)}"
             f"<br>L{s.get('num_layers')} H{s.get('heads')} F{s.get('intermediate_size')} {r.get('precision') or ''}"
             + (f"<br>{html.escape(r['reason'][:120])}" if r.get("reason") else ""))
+
+
+def _bars(ax, pts: list[dict[str, Any]], measure: str, color: str, alpha: float) -> None:
+    """Matplotlib horizontal error bars: each point's 95% interval on `measure`, where it has one."""
+    with_ci = [(r, c) for r in pts if (c := _interval(r, measure))]
+    if with_ci:
+        ax.errorbar([r[measure] for r, _ in with_ci], [r["value"] for r, _ in with_ci],
+                    xerr=[[r[measure] - c[0] for r, c in with_ci], [c[1] - r[measure] for r, c in with_ci]],
+                    fmt="none", ecolor=color, alpha=alpha, elinewidth=1, capsize=2)
 
 
 def pareto(data: dict[str, Any], cfg: JobConfig, measure: str) -> Figure:
@@ -102,9 +136,12 @@ def pareto(data: dict[str, Any], cfg: JobConfig, measure: str) -> Figure:
             pts = [r for r in recs if _kind(r) == kind]
             if not pts:
                 continue
+            # A black ring marks a confirmed figure; error bars are the latency's 95% interval.
+            ring = dict(width=[2 if r.get("latency_source") == "confirmed" else 0 for r in pts], color="black")
             fig.add_trace(go.Scatter(x=[r[measure] for r in pts], y=[r["value"] for r in pts], mode="markers",
-                                     name=kind, marker=dict(color=COLORS[kind], size=st.pop("size", 9), **st),
-                                     text=[_hover(r) for r in pts], hoverinfo="text"))
+                                     name=kind, marker=dict(color=COLORS[kind], size=st.pop("size", 9), line=ring, **st),
+                                     error_x=_error_x(pts, measure), text=[_hover(r) for r in pts],
+                                     hoverinfo="text"))
         front = sorted([r for r in recs if _kind(r) == "frontier"], key=lambda r: r[measure])
         if len(front) > 1:
             best, line = -math.inf, []
@@ -118,18 +155,22 @@ def pareto(data: dict[str, Any], cfg: JobConfig, measure: str) -> Figure:
         if base and base.get(measure) is not None:
             fig.add_trace(go.Scatter(x=[base[measure]], y=[base["value"]], mode="markers", name="baseline",
                                      marker=dict(symbol="star", size=16, color=COLORS["baseline"]),
-                                     text=[_hover(base)], hoverinfo="text"))
+                                     error_x=_error_x([base], measure), text=[_hover(base)], hoverinfo="text"))
         if teacher.get(measure) is not None and teacher.get("metric") is not None:
             fig.add_trace(go.Scatter(x=[teacher[measure]], y=[teacher["metric"]], mode="markers", name="teacher",
                                      marker=dict(symbol="diamond", size=14, color=COLORS["teacher"]),
-                                     text=[f"teacher<br>{metric} {teacher['metric']:.4f}<br>{teacher[measure]:,.4g}"],
+                                     error_x=_error_x([teacher], measure),
+                                     text=[f"teacher<br>{metric} {teacher['metric']:.4f}<br>" + (
+                                         _latency_text(teacher) if measure == "latency_ms"
+                                         else f"{teacher[measure]:,.4g}")],
                                      hoverinfo="text"))
         for name, value, text in lines:
             if name == measure:
                 fig.add_vline(x=value, line_dash="dash", line_color="#444", annotation_text=text)
             elif name == metric or name == "value":
                 fig.add_hline(y=value, line_dash="dash", line_color="#444", annotation_text=text)
-        fig.update_layout(title=title, xaxis_title=label, yaxis_title=metric, height=460,
+        xaxis = label + ("  (bars: 95% interval; black ring: confirmed figure)" if measure in INTERVALS else "")
+        fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=metric, height=460,
                           margin=dict(l=60, r=20, t=50, b=50), legend=dict(orientation="h", y=-0.18))
         return fig
 
@@ -140,11 +181,16 @@ def pareto(data: dict[str, Any], cfg: JobConfig, measure: str) -> Figure:
                                       "frontier": ("o", 1.0)}.items():
             pts = [r for r in recs if _kind(r) == kind]
             if pts:
+                _bars(ax, pts, measure, COLORS[kind], alpha)
                 ax.scatter([r[measure] for r in pts], [r["value"] for r in pts], marker=marker, alpha=alpha,
-                           color=COLORS[kind], label=kind, s=60 if kind == "frontier" else 30)
+                           color=COLORS[kind], label=kind, s=60 if kind == "frontier" else 30,
+                           edgecolors=["black" if r.get("latency_source") == "confirmed" else "none" for r in pts]
+                           if marker != "x" else None)
         if base and base.get(measure) is not None:
+            _bars(ax, [base], measure, COLORS["baseline"], 1.0)
             ax.scatter([base[measure]], [base["value"]], marker="*", s=220, color=COLORS["baseline"], label="baseline")
         if teacher.get(measure) is not None and teacher.get("metric") is not None:
+            _bars(ax, [{**teacher, "value": teacher["metric"]}], measure, COLORS["teacher"], 1.0)
             ax.scatter([teacher[measure]], [teacher["metric"]], marker="D", s=90, color=COLORS["teacher"],
                        label="teacher")
         for name, value, text in lines:
@@ -153,7 +199,7 @@ def pareto(data: dict[str, Any], cfg: JobConfig, measure: str) -> Figure:
             elif name == metric:
                 ax.axhline(value, ls="--", color="#444", lw=1)
                 ax.annotate(text, (ax.get_xlim()[0], value), fontsize=8, va="bottom")
-        ax.set_xlabel(label)
+        ax.set_xlabel(label + ("  (bars: 95% interval; black ring: confirmed figure)" if measure in INTERVALS else ""))
         ax.set_ylabel(metric)
         ax.set_title(title)
         ax.legend(fontsize=8, ncol=3)
@@ -178,7 +224,8 @@ def _parcoords_dims(recs: list[dict[str, Any]], objectives: list[str]) -> list[d
             dims.append({"label": name, "values": [cats.index(str(v)) for v in vals],
                          "tickvals": list(range(len(cats))), "ticktext": cats})
     for key, label in (("value", recs[0]["metric"] if recs else "metric"), ("params", "parameters"),
-                       ("latency_ms", "latency ms"), ("size_mb", "size MB"), ("latency_ratio", "latency ratio")):
+                       ("latency_ms", "latency ms"), ("size_mb", "size MB"), ("latency_ratio", "latency ratio"),
+                       ("throughput", "inputs/s"), ("peak_memory_mb", "peak MB")):
         if key == "value" or key in objectives:
             dims.append({"label": label, "values": [r.get(key) if r.get(key) is not None else float("nan")
                                                     for r in recs]})
@@ -337,7 +384,8 @@ def report_figures(data: dict[str, Any], cfg: JobConfig, imp: dict[str, dict[str
     trials, and the QA errors of the chosen model."""
     recs, doc, objectives = data["recs"], data["doc"], data["objectives"]
     done = completed(recs)
-    out = [pareto(data, cfg, measure) for measure in ("params", "latency_ms")
+    extra = [m for m in ("latency_ratio", "throughput", "peak_memory_mb") if m in objectives]
+    out = [pareto(data, cfg, measure) for measure in ("params", "latency_ms", *extra)
            if any(r.get(measure) is not None for r in done)]
     if imp:
         out.append(importance(imp))

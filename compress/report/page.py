@@ -49,6 +49,25 @@ def _spec_text(s: dict[str, Any] | None) -> str:
     return f"L{s.get('num_layers')} H{s.get('heads')} F{s.get('intermediate_size')}"
 
 
+def _latency(r: dict[str, Any] | None) -> str:
+    """`median [low, high]` ms with the interval when there is one."""
+    if not r or r.get("latency_ms") is None:
+        return "-"
+    ci = r.get("latency_ci95_ms")
+    return f"{r['latency_ms']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{r['latency_ms']:.2f}"
+
+
+def _ratio(r: dict[str, Any] | None) -> str:
+    if not r or r.get("latency_ratio") is None:
+        return "-"
+    ci = r.get("latency_ratio_ci95")
+    return f"{r['latency_ratio']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{r['latency_ratio']:.3f}"
+
+
+def _source(r: dict[str, Any] | None) -> str:
+    return {"confirmed": "confirmed", "single": "single"}.get((r or {}).get("latency_source"), "-")
+
+
 def build_tables(data: dict[str, Any], cfg: JobConfig, scen: list[dict[str, Any]], prefs: list[dict[str, Any]],
             qa: dict[str, Any] | None, provenance: dict[str, Any]) -> dict[str, tuple[list[str], list[list[str]]]]:
     metric = cfg.task.primary_metric
@@ -64,32 +83,34 @@ def build_tables(data: dict[str, Any], cfg: JobConfig, scen: list[dict[str, Any]
     rows = []
     for s in scen:
         if "error" in s:
-            rows.append([s["scenario"], "-", s["error"], *([""] * (5 + len(metric_cols)))])
+            rows.append([s["scenario"], "-", s["error"], *([""] * (6 + len(metric_cols)))])
             continue
         rows.append([s["scenario"], str(s["trial"]), *values(s["value"], {"test": {metric: s.get("test_value")}}),
                      _signed(s.get("d_points"), "+.2f", " pt"),
-                     f"{s['params']:,}", _signed(s.get("d_params_pct"), "+.1f", "%"), _fmt(s["latency_ms"], ".2f"),
+                     f"{s['params']:,}", _signed(s.get("d_params_pct"), "+.1f", "%"), _latency(s), _source(s),
                      _signed(s.get("d_latency_ms_pct"), "+.1f", "%"), f"{_spec_text(s.get('spec'))} {s.get('precision') or ''}"])
-    t["scenarios"] = (["scenario", "trial", *metric_cols, "vs baseline", "params", "vs baseline", "latency ms",
-                       "vs baseline", "student"], rows)
+    t["scenarios"] = (["scenario", "trial", *metric_cols, "vs baseline", "params", "vs baseline",
+                       "latency ms [95% CI]", "latency figure", "vs baseline", "student"], rows)
     doc = data["doc"]
     front = []
     for r in doc["frontier"]:
-        front.append([str(r["number"]), *values(r["value"], r), f"{r['params']:,}", _fmt(r["latency_ms"], ".2f"),
-                      _fmt(r.get("size_mb"), ".1f"), _spec_text(r.get("spec")), str(r.get("precision") or "fp32"),
-                      "yes" if r.get("dominates_baseline") else ""])
-    t["frontier"] = (["trial", *metric_cols, "params", "latency ms", "size MB", "student", "precision",
-                      "dominates baseline"], front)
+        front.append([str(r["number"]), *values(r["value"], r), f"{r['params']:,}", _latency(r), _ratio(r),
+                      _source(r), _fmt(r.get("size_mb"), ".1f"), _spec_text(r.get("spec")),
+                      str(r.get("precision") or "fp32"), "yes" if r.get("dominates_baseline") else "",
+                      ", ".join(str(n) for n in r.get("tied_with") or [])])
+    t["frontier"] = (["trial", *metric_cols, "params", "latency ms [95% CI]", "ratio to teacher [95% CI]",
+                      "latency figure", "size MB", "student", "precision", "dominates baseline", "tied with"], front)
     refs = []
     base, teacher = doc.get("baseline"), doc.get("teacher") or {}
     if teacher:
         refs.append(["teacher", *values(teacher.get("metric"), teacher), f"{teacher.get('params') or 0:,}",
-                     _fmt(teacher.get("latency_ms"), ".2f"), _fmt(teacher.get("size_mb"), ".1f")])
+                     _latency(teacher), _ratio(teacher), _source(teacher), _fmt(teacher.get("size_mb"), ".1f")])
     if base:
         refs.append([f"baseline (trial {base['number']})", *values(base.get("value"), base),
-                     f"{base.get('params') or 0:,}", _fmt(base.get("latency_ms"), ".2f"),
+                     f"{base.get('params') or 0:,}", _latency(base), _ratio(base), _source(base),
                      _fmt(base.get("size_mb"), ".1f")])
-    t["references"] = (["model", *metric_cols, "params", "latency ms", "size MB"], refs)
+    t["references"] = (["model", *metric_cols, "params", "latency ms [95% CI]", "ratio to teacher [95% CI]",
+                        "latency figure", "size MB"], refs)
     t["preferences"] = (["parameter", "frontier", "all completed trials"],
                         [[p["parameter"], p["frontier"], p["all"]] for p in prefs])
     if qa:
@@ -121,6 +142,25 @@ def heldout_note(cfg: JobConfig, data: dict[str, Any]) -> str | None:
             "objectives, the constraints or any threshold), and the test columns score each model's deployed ONNX "
             f"file on it with ONNX Runtime once the search was over"
             + (", at the SQuAD 2.0 no-answer threshold chosen on eval" if squad2 else "") + ".")
+
+
+def latency_note(doc: dict[str, Any]) -> str:
+    """How to read the latency columns and error bars: the interval, confirmed or single, the ties."""
+    conf = doc.get("confirmation")
+    text = ("Latency: median with its bootstrap 95% interval over measurement rounds (error bars in the plots); the "
+            "ratio is to the teacher, timed in the same rounds. ")
+    if conf:
+        text += (f"'confirmed': timed again at the end of the study ({conf['at']}), together with the teacher, the "
+                 f"baseline and the other frontier candidates, {conf['rounds']} interleaved rounds; the frontier and "
+                 f"the scenarios above use those figures (frontier before: {conf['before']['frontier']}, after: "
+                 f"{conf['after']['frontier']}). 'single': the trial's own measurement during the study. ")
+    else:
+        text += "Every figure is the trial's single in-study measurement; `compress confirm RUN` re-times them together. "
+    ties = doc.get("ties") or []
+    if ties:
+        text += ("Ties (intervals overlap on every objective they differ in, so neither is shown as better): "
+                 + ", ".join(f"trials {a} and {b}" for a, b in ties) + ".")
+    return text.strip()
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -217,6 +257,7 @@ distillation): the metric in points, size and latency in percent.</p>
 Blue: other feasible trials. Grey crosses: infeasible. Yellow triangles: stopped early. Dashed lines:
 thresholds.</p>
 {plots('pareto')}
+<p>{html.escape(latency_note(doc))}</p>
 {_html_table(*page_tables['frontier'])}
 {_html_table(*page_tables['references'])}
 <h2>What matters</h2>
@@ -246,7 +287,7 @@ def markdown_page(cfg: JobConfig, data: dict[str, Any], page_tables: dict[str, t
                                                                     if knee else ""), "",
           "## Scenarios", "", "Differences are to the baseline: the metric in points, size and latency in percent.", "",
           *([note, ""] if note else []), _md_table(*page_tables["scenarios"]), "", "## Pareto frontier", "",
-          images("pareto"), "",
+          images("pareto"), "", latency_note(doc), "",
           _md_table(*page_tables["frontier"]), "", _md_table(*page_tables["references"]), "", "## What matters", "",
           images("importance"), "", _md_table(*page_tables["preferences"]), "", images("parallel"), "",
           "## Training curves", "", images("curves") or "No training curves found.", ""]
