@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas clean
+.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas
+bench: bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/bench_distill.py
@@ -37,6 +37,9 @@ bench-agora: $(STAMP)  # needs the SST-2 teacher of bench-distill
 
 bench-fptas: $(STAMP)  # needs the SST-2 teacher of bench-distill and the search of bench-search
 	$(BIN)/python benchmarks/bench_fptas.py --calibrate
+
+bench-latency: $(STAMP)  # confirms the studies of bench-search (runs them first when missing)
+	$(BIN)/python benchmarks/bench_latency.py
 
 clean:
 	rm -rf $(VENV) runs .cache
