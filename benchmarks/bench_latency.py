@@ -85,27 +85,33 @@ def confirm(cfg) -> dict:
             "spread": doc["spread"], "elapsed_s": doc["elapsed_s"], "trials": len(doc["complete_trials"])}
 
 
-def five_models(cfg) -> dict[str, dict]:
-    """Teacher, baseline and three confirmed frontier students of distinct size (smallest, middle, largest)."""
+def five_models(cfgs: list) -> dict[str, dict]:
+    """Teacher, baseline and three confirmed frontier students of distinct size (smallest, middle, largest), from
+    the first study (the others' frontiers fill in when it has fewer than three sizes besides the baseline's)."""
     from compress.search import frontier_document, open_study
 
-    doc = frontier_document(cfg, open_study(cfg, create=False))
-    base = doc["baseline"]
+    first = frontier_document(cfgs[0], open_study(cfgs[0], create=False))
+    base = first["baseline"]
     by_size: dict[int, dict] = {}
-    for r in sorted(doc["frontier"], key=lambda r: (r["params"], -r["value"])):
-        if r["number"] != base["number"] and r["params"] != base["params"]:
-            by_size.setdefault(r["params"], r)
+    for cfg in cfgs:
+        doc = first if cfg is cfgs[0] else frontier_document(cfg, open_study(cfg, create=False))
+        for r in sorted(doc["frontier"], key=lambda r: (r["params"], -r["value"])):
+            if r["params"] != base["params"]:
+                by_size.setdefault(r["params"], {**r, "study": cfg.name})
+        if len(by_size) >= 3:
+            break
     sizes = sorted(by_size)
     if len(sizes) < 3:
-        raise SystemExit(f"{cfg.run_dir}: the frontier has {len(sizes)} sizes besides the baseline's; need 3")
+        raise SystemExit(f"the frontiers have {len(sizes)} sizes besides the baseline's; need 3")
     chosen = [by_size[sizes[0]], by_size[sizes[len(sizes) // 2]], by_size[sizes[-1]]]
-    out = {"teacher": {"onnx": str(cfg.run_dir / "teacher_onnx" / "model.onnx"), "params": doc["teacher"]["params"],
-                       "metric": doc["teacher"]["metric"]},
+    out = {"teacher": {"onnx": str(cfgs[0].run_dir / "teacher_onnx" / "model.onnx"),
+                       "params": first["teacher"]["params"], "metric": first["teacher"]["metric"]},
            f"baseline (trial {base['number']})": {"onnx": base["onnx"], "params": base["params"],
                                                   "metric": base["value"], "spec": base["spec"]}}
     for r in chosen:
-        out[f"trial {r['number']}"] = {"onnx": r["onnx"], "params": r["params"], "metric": r["value"],
-                                       "spec": r["spec"], "precision": r.get("precision")}
+        name = f"trial {r['number']}" + ("" if r["study"] == cfgs[0].name else f" of {r['study']}")
+        out[name] = {"onnx": r["onnx"], "params": r["params"], "metric": r["value"], "spec": r["spec"],
+                     "precision": r.get("precision"), "study": r["study"]}
     return out
 
 
@@ -192,7 +198,7 @@ def main() -> None:
     studies = {s: confirm(cfg) for s, cfg in cfgs.items()}
 
     cfg = cfgs[samplers[0]]
-    models = five_models(cfg)
+    models = five_models(list(cfgs.values()))
     names = list(models)
     data = prepare_task_data(cfg, load_tokenizer(str(cfg.run_dir / "teacher_onnx")))
     cc, lc = cfg.search.confirm, cfg.search.latency
@@ -202,7 +208,7 @@ def main() -> None:
     np.savez(inputs, **{f"{i}__{k}": v for i, b in enumerate(batches) for k, v in b.items()})
     settings = {"batch_size": lc.batch_size, "threads": lc.threads, "warmup": lc.warmup, "rounds": cc.rounds,
                 "calls_per_round": cc.calls_per_round, "drift_tolerance": lc.drift_tolerance,
-                "max_retries": lc.max_retries, "wait_s": lc.wait_s}
+                "max_retries": lc.max_retries, "wait_s": lc.wait_s, "settle_s": lc.settle_s}
     print(f"five models timed together in {args.repeats} separate processes, quiet:", flush=True)
     quiet = repeats(models, settings, inputs, args.repeats, "quiet")
     # One core burning for the whole loaded condition, as a neighbour's job would (pinned where the OS allows).
@@ -251,7 +257,8 @@ def _summary(p: dict, names: list[str], cfg) -> str:
              f"({s['calls_per_round']} batches), {s['threads']} threads; every model timed together with the others "
              f"in one process, {s['rounds']} interleaved rounds × {s['calls_per_round']} calls each (round r starts "
              "with model r mod 5), after "
-             f"{s['warmup']} warm-up calls; the teacher is the reference of every ratio (per-round ratio of medians; "
+             f"{s['warmup']} warm-up calls and an untimed {s['settle_s'] * 1000:g} ms pause before each block that "
+             "follows another model's (ONNX Runtime's threads spin after a session's last call); the teacher is the reference of every ratio (per-round ratio of medians; "
              f"median over rounds) and of the drift rule (retry when its rounds' CV > {s['drift_tolerance']}). "
              f"Each condition: {p['repeats']} separate processes, one after another. Load: {p['load_burner']}.", "",
              "## Goals", "", "| goal | value | target | met |", "|---|---|---|---|"]

@@ -31,6 +31,7 @@ class LatencyConfig:
     drift_tolerance: float = 0.10  # largest spread (CV) of the teacher's round medians before a retry
     max_retries: int = 2  # further paired attempts when the teacher's rounds drift; the steadiest is kept
     wait_s: float = 5.0  # seconds to wait before a retry, to let a passing load go by
+    settle_s: float = 0.05  # untimed pause before a model's block that follows another's (ONNX Runtime threads spin)
     # measured only when `throughput` or `peak_memory_mb` is an objective or constraint:
     throughput_batch_size: int = 8  # rows per call for the throughput objective (inputs/s, back-to-back calls)
     throughput_seconds: float = 3.0  # seconds of back-to-back calls per throughput measurement (5 rounds)
@@ -56,6 +57,8 @@ class LatencyConfig:
                         "must be a positive number (0.10 allows a 10% spread)")
         if self.max_retries < 0:
             raise invalid("search.latency.max_retries", self.max_retries, "must be 0 or more")
+        if not (math.isfinite(self.settle_s) and 0 <= self.settle_s <= 5):
+            raise invalid("search.latency.settle_s", self.settle_s, "must be between 0 and 5 seconds")
         if not (math.isfinite(self.wait_s) and self.wait_s >= 0):
             raise invalid("search.latency.wait_s", self.wait_s, "must be a finite number of seconds >= 0")
 

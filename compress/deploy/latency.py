@@ -49,6 +49,9 @@ class LatencySettings:
     resamples: int = 1000  # bootstrap resamples of the rounds
     seed: int = 0  # bootstrap resampling and the fixed-shape token ids
     graph_optimization: str = "all"  # ONNX Runtime graph optimisation level, as in compress.onnxrt
+    # untimed pause before a block that follows another model's: ONNX Runtime's intra-op threads spin for a while
+    # after a session's last call, and a block started meanwhile shares the cores with them (see interleaved_rounds)
+    settle_s: float = 0.05
 
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "seq_len": self.seq_len, "threads": self.threads,
@@ -66,6 +69,8 @@ class LatencySettings:
             raise ValueError(f"drift_tolerance={self.drift_tolerance}: must be positive (0.10 allows 10% spread)")
         if not self.wait_s >= 0:
             raise ValueError(f"wait_s={self.wait_s}: must not be negative")
+        if not self.settle_s >= 0:
+            raise ValueError(f"settle_s={self.settle_s}: must not be negative")
         if self.graph_optimization not in GRAPH_OPTIMIZATION:
             raise ValueError(f"graph_optimization={self.graph_optimization!r}: use one of "
                              f"{', '.join(GRAPH_OPTIMIZATION)}")
@@ -145,13 +150,18 @@ def _summary(times_s: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
 
 def interleaved_rounds(calls: dict[str, Call], settings: LatencySettings, reference: str | None = None, *,
                        timer: Callable[[], float] = time.perf_counter,
-                       sleep: Callable[[float], object] = time.sleep) -> dict[str, Any]:
+                       sleep: Callable[[float], object] = time.sleep,
+                       settle: Callable[[float], object] = time.sleep) -> dict[str, Any]:
     """The protocol on any number of callables: warm-up of each, then `rounds` rounds of `calls_per_round` calls
     of every model, one model's block after another.
 
     Round r starts at model r (mod n) of `calls` and goes round, so each model takes each place in the order
     equally often and none always inherits another's caches; for two models that is "the first one first in
-    even rounds, the second first in odd rounds". Drift rule: when the coefficient of variation of the
+    even rounds, the second first in odd rounds". Before a block that follows another model's block, the protocol
+    pauses `settle_s` (untimed): ONNX Runtime's intra-op threads keep spinning for a while after a session's last
+    call, and a block started meanwhile competes with them for the cores. Measured on 2 cores with five SST-2
+    models: without the pause the baseline's ratio to the teacher came out 0.72 against 0.47-0.53 for each model
+    timed alone; with 50 ms it came out 0.50. Drift rule: when the coefficient of variation of the
     `reference`'s round medians (the first model's, without a reference) exceeds `drift_tolerance`, wait
     `wait_s` and measure again, at most `max_retries` times, keeping the attempt with the lowest spread;
     `contended` is true when no attempt came within the tolerance. With a reference, every other model's
@@ -173,10 +183,14 @@ def interleaved_rounds(calls: dict[str, Call], settings: LatencySettings, refere
             for i in range(s.warmup):
                 call(i % s.calls_per_round)
         times: dict[str, list[list[float]]] = {name: [] for name in names}
+        previous = None
         for r in range(s.rounds):
             k = r % len(names)
             for name in names[k:] + names[:k]:
+                if previous is not None and previous != name and s.settle_s > 0:
+                    settle(s.settle_s)
                 times[name].append(_time_block(calls[name], s.calls_per_round, timer))
+                previous = name
         arrays = {name: np.asarray(t) for name, t in times.items()}  # (rounds, calls_per_round), seconds
         # The reference does the same work every attempt, so its spread is the machine's, not a candidate's.
         attempts.append((round_spread(np.median(arrays[judged_name], axis=1)), arrays))
@@ -188,7 +202,9 @@ def interleaved_rounds(calls: dict[str, Call], settings: LatencySettings, refere
         "models": {name: _summary(arrays[name], s.resamples, s.seed) for name in names},
         "rounds": s.rounds, "calls_per_round": s.calls_per_round,
         "order": ("alternating: candidate first in even rounds, reference first in odd rounds" if len(names) == 2
-                  else f"rotating: round r starts with model r mod {len(names)} of {names}"),
+                  else f"rotating: round r starts with model r mod {len(names)} of {names}")
+                 + (f"; {s.settle_s * 1000:g} ms untimed pause before a block that follows another model's"
+                    if s.settle_s > 0 and len(names) > 1 else ""),
         "spread": spread, "spreads": [a[0] for a in attempts], "kept_attempt": kept,
         "retries": len(attempts) - 1, "contended": bool(spread > s.drift_tolerance),
         "spread_rule": (f"coefficient of variation of the {'reference' if reference is not None else 'first model'}"
@@ -210,7 +226,8 @@ def interleaved_rounds(calls: dict[str, Call], settings: LatencySettings, refere
 
 def paired_rounds(candidate: Call, reference: Call | None, settings: LatencySettings, *,
                   timer: Callable[[], float] = time.perf_counter,
-                  sleep: Callable[[float], object] = time.sleep) -> dict[str, Any]:
+                  sleep: Callable[[float], object] = time.sleep,
+                  settle: Callable[[float], object] = time.sleep) -> dict[str, Any]:
     """The protocol on two callables (see `interleaved_rounds`): the candidate, timed against a reference.
 
     Round r runs the candidate's block first when r is even and the reference's first when r is odd. The
@@ -218,7 +235,7 @@ def paired_rounds(candidate: Call, reference: Call | None, settings: LatencySett
     """
     calls = {"candidate": candidate} | ({"reference": reference} if reference is not None else {})
     res = interleaved_rounds(calls, settings, "reference" if reference is not None else None,
-                             timer=timer, sleep=sleep)
+                             timer=timer, sleep=sleep, settle=settle)
     models = res.pop("models")
     cand = models["candidate"]
     result: dict[str, Any] = {"median_ms": cand["median_ms"], "p90_ms": cand["p90_ms"], "ci95_ms": cand["ci95_ms"],

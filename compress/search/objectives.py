@@ -138,7 +138,7 @@ def latency_settings(cfg: JobConfig) -> LatencySettings:
     return LatencySettings(batch_size=lc.batch_size, seq_len=lc.seq_len if isinstance(lc.seq_len, int) else 128,
                            threads=lc.threads, warmup=lc.warmup, rounds=lc.rounds,
                            calls_per_round=lc.calls_per_round, drift_tolerance=lc.drift_tolerance,
-                           max_retries=lc.max_retries, wait_s=lc.wait_s)
+                           max_retries=lc.max_retries, wait_s=lc.wait_s, settle_s=lc.settle_s)
 
 
 def teacher_reference(cfg: JobConfig) -> Path:

@@ -228,6 +228,28 @@ def test_interleaved_rounds_rotate_the_order():
     assert "".join(log) == "abc" + "bca" + "cab"
 
 
+def test_a_block_after_another_models_block_waits_for_its_threads_to_settle():
+    from compress.deploy.latency import interleaved_rounds, paired_rounds
+
+    log: list[str] = []
+    pauses: list[float] = []
+    clock = iter(range(100_000))
+    timer = lambda: float(next(clock))  # noqa: E731
+    calls = {name: (lambda i, name=name: log.append(name)) for name in "abc"}
+    interleaved_rounds(calls, LatencySettings(warmup=0, rounds=3, calls_per_round=2, settle_s=0.07), "a",
+                       timer=timer, sleep=lambda s: None, settle=lambda s: (pauses.append(s), log.append("|")))
+    # A pause before every block whose model differs from the previous block's, none before the first.
+    assert "".join(log) == "aa|bb|cc" + "|bb|cc|aa" + "|cc|aa|bb" and pauses == [0.07] * 8
+    log.clear(), pauses.clear()
+    # Two models alternate the first place, so a round ends with the model the next one starts with.
+    paired_rounds(lambda i: log.append("c"), lambda i: log.append("r"),
+                  LatencySettings(warmup=0, rounds=4, calls_per_round=1), timer=timer, sleep=lambda s: None,
+                  settle=lambda s: (pauses.append(s), log.append("|")))
+    assert "".join(log) == "c|r" + "r|c" + "c|r" + "r|c" and pauses == [0.05] * 4
+    with pytest.raises(ValueError, match="settle_s=-1"):
+        LatencySettings(settle_s=-1)
+
+
 # ------------------------------------------------------------------ throughput and peak memory as objectives
 
 
