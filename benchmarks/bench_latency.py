@@ -4,8 +4,8 @@
    search.n_trials when missing, or to --trials) are each confirmed again in this run (compress.search.confirm): the
    frontier, the trials within its noise, the baseline and the teacher timed together, interleaved. The baseline is
    the same architecture and weights in every study, so its confirmed ratio to the teacher should agree across them.
-2. Five models of distinct size from the tpe study: the teacher, the baseline and three confirmed frontier students
-   (smallest, middle and largest by parameters), timed together (compress.deploy.latency.measure_interleaved,
+2. Five models of distinct size and speed: the teacher, the baseline and three confirmed frontier students of the
+   studies (the fastest, the slowest and the most apart from the others by confirmed ratio), timed together (compress.deploy.latency.measure_interleaved,
    the teacher as the reference) in --repeats separate processes, one after another:
    (a)/(c) on a quiet machine, and (b) with a CPU-burning process pinned to one of the cores for the whole time.
 3. Goals (benchmarks/results/latency.json "goals"): ratio_cv_quiet and ratio_cv_loaded (coefficient of variation of
@@ -86,24 +86,31 @@ def confirm(cfg) -> dict:
 
 
 def five_models(cfgs: list) -> dict[str, dict]:
-    """Teacher, baseline and three confirmed frontier students of distinct size (smallest, middle, largest), from
-    the first study (the others' frontiers fill in when it has fewer than three sizes besides the baseline's)."""
+    """Teacher, baseline and three confirmed frontier students of distinct size and speed.
+
+    From the frontiers of all the studies (the first study's first), points with other parameter counts than the
+    baseline's; the three are chosen by their confirmed ratio to the teacher: the fastest, the slowest below 0.95,
+    and the one farthest (in log ratio) from those, the baseline and the teacher, so that the five are spread out.
+    """
     from compress.search import frontier_document, open_study
 
     first = frontier_document(cfgs[0], open_study(cfgs[0], create=False))
     base = first["baseline"]
-    by_size: dict[int, dict] = {}
+    pool: dict[int, dict] = {}  # by parameter count
     for cfg in cfgs:
         doc = first if cfg is cfgs[0] else frontier_document(cfg, open_study(cfg, create=False))
-        for r in sorted(doc["frontier"], key=lambda r: (r["params"], -r["value"])):
-            if r["params"] != base["params"]:
-                by_size.setdefault(r["params"], {**r, "study": cfg.name})
-        if len(by_size) >= 3:
-            break
-    sizes = sorted(by_size)
-    if len(sizes) < 3:
-        raise SystemExit(f"the frontiers have {len(sizes)} sizes besides the baseline's; need 3")
-    chosen = [by_size[sizes[0]], by_size[sizes[len(sizes) // 2]], by_size[sizes[-1]]]
+        for r in doc["frontier"]:
+            if r["params"] != base["params"] and r.get("latency_ratio") is not None:
+                pool.setdefault(r["params"], {**r, "study": cfg.name})
+    pts = sorted(pool.values(), key=lambda r: r["latency_ratio"])
+    pts = [r for r in pts if r["latency_ratio"] < 0.95]
+    if len(pts) < 3:
+        raise SystemExit(f"the frontiers have {len(pts)} points of other sizes than the baseline's below 0.95 of "
+                         "the teacher's latency; need 3")
+    chosen = [pts[0], pts[-1]]
+    anchors = [np.log(r["latency_ratio"]) for r in chosen] + [np.log(base["latency_ratio"] or 1.0), 0.0]
+    middle = max(pts[1:-1], key=lambda r: min(abs(np.log(r["latency_ratio"]) - a) for a in anchors))
+    chosen.insert(1, middle)
     out = {"teacher": {"onnx": str(cfgs[0].run_dir / "teacher_onnx" / "model.onnx"),
                        "params": first["teacher"]["params"], "metric": first["teacher"]["metric"]},
            f"baseline (trial {base['number']})": {"onnx": base["onnx"], "params": base["params"],
@@ -111,7 +118,8 @@ def five_models(cfgs: list) -> dict[str, dict]:
     for r in chosen:
         name = f"trial {r['number']}" + ("" if r["study"] == cfgs[0].name else f" of {r['study']}")
         out[name] = {"onnx": r["onnx"], "params": r["params"], "metric": r["value"], "spec": r["spec"],
-                     "precision": r.get("precision"), "study": r["study"]}
+                     "precision": r.get("precision"), "study": r["study"],
+                     "confirmed_ratio": r["latency_ratio"]}
     return out
 
 
@@ -179,9 +187,20 @@ def main() -> None:
                                                              "an existing study with fewer is run on to it)")
     ap.add_argument("--repeats", type=int, default=10, help="separate processes per condition")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--rewrite-md", action="store_true", help="write latency.md again from latency.json")
     args = ap.parse_args()
     if args.child:
         _child(args.child)
+        return
+    if args.rewrite_md:
+        from common import RESULTS
+
+        p = json.loads((RESULTS / "latency.json").read_text())
+        env = p["environment"]
+        versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+        (RESULTS / "latency.md").write_text(
+            f"{_summary(p, list(p['models']), None)}\n\nMachine: {env['cpu']}, {env['cores']} cores, Python "
+            f"{env['python']}; {versions}. Finished {p['finished']}. Machine-readable: `latency.json`.\n")
         return
 
     from compress.data import prepare_task_data
@@ -293,8 +312,8 @@ def _summary(p: dict, names: list[str], cfg) -> str:
     lines += ["", f"Baseline across studies: confirmed ratio CV {g['baseline_ratio_cv_across_studies']['value']:.4f}; "
                   f"in-study ratio CV {bis['ratio_cv'] if bis['ratio_cv'] is None else format(bis['ratio_cv'], '.4f')}, "
                   f"in-study ms CV {bis['ms_cv']:.4f}.", "",
-              "Studies (completed trials): " + ", ".join(f"{st['study']} ({st['trials']})"
-                                                         for st in p["studies"].values())
+              "Studies (trials completed without early stopping, of those run): "
+              + ", ".join(f"{st['study']} ({st['trials']})" for st in p["studies"].values())
               + f". Wall time of this benchmark: {p['wall_s'] / 60:.1f} min."]
     return "\n".join(lines)
 
