@@ -242,13 +242,6 @@ def _fmt(v, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def _with_ci(v, ci, spec: str = ".2f") -> str:
-    """`median [low, high]`, or the median alone when there is no interval."""
-    if v is None:
-        return "-"
-    return f"{v:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else format(v, spec)
-
-
 def _cmd_confirm(args: argparse.Namespace) -> int:
     from .search import confirm_and_report, open_study
     from .search.confirm import confirm_candidates
@@ -271,6 +264,7 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from .search import study_summary
+    from .search.intervals import with_interval as _with_ci
 
     cfg = load_run_config(args.run)
     s = study_summary(cfg)

@@ -201,7 +201,7 @@ def interleaved_rounds(calls: dict[str, Call], settings: LatencySettings, refere
     result: dict[str, Any] = {
         "models": {name: _summary(arrays[name], s.resamples, s.seed) for name in names},
         "rounds": s.rounds, "calls_per_round": s.calls_per_round,
-        "order": ("alternating: candidate first in even rounds, reference first in odd rounds" if len(names) == 2
+        "order": (f"alternating: {names[0]} first in even rounds, {names[-1]} first in odd rounds" if len(names) == 2
                   else f"rotating: round r starts with model r mod {len(names)} of {names}")
                  + (f"; {s.settle_s * 1000:g} ms untimed pause before a block that follows another model's"
                     if s.settle_s > 0 and len(names) > 1 else ""),

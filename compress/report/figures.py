@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import JobConfig
 from ..search.objectives import metric_names, search_constraints
+from ..search.intervals import with_interval
 from ..search.pareto import INTERVALS
 from .collect import QA_CATEGORIES, completed, read_curves
 
@@ -94,8 +95,7 @@ def _error_x(pts: list[dict[str, Any]], measure: str) -> dict[str, Any] | None:
 def _latency_text(r: dict[str, Any]) -> str:
     ci = r.get("latency_ci95_ms")
     source = {"confirmed": "confirmed", "single": "single measurement"}.get(r.get("latency_source"), "")
-    return (f"{(r.get('latency_ms') or float('nan')):.2f} ms" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-            + (f" ({source})" if source else ""))
+    return f"{with_interval(r.get('latency_ms') or float('nan'), ci)} ms" + (f" ({source})" if source else "")
 
 
 def _hover(r: dict[str, Any]) -> str:

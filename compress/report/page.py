@@ -24,6 +24,7 @@ from typing import Any
 
 from ..artifacts import write_text
 from ..config import JobConfig
+from ..search.intervals import with_interval
 from .collect import (
     QA_CATEGORIES, collect, importances, preferred_values, provenance, qa_analysis, scenario_rows,
     test_value,
@@ -51,17 +52,13 @@ def _spec_text(s: dict[str, Any] | None) -> str:
 
 def _latency(r: dict[str, Any] | None) -> str:
     """`median [low, high]` ms with the interval when there is one."""
-    if not r or r.get("latency_ms") is None:
-        return "-"
-    ci = r.get("latency_ci95_ms")
-    return f"{r['latency_ms']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{r['latency_ms']:.2f}"
+    r = r or {}
+    return with_interval(r.get("latency_ms"), r.get("latency_ci95_ms"))
 
 
 def _ratio(r: dict[str, Any] | None) -> str:
-    if not r or r.get("latency_ratio") is None:
-        return "-"
-    ci = r.get("latency_ratio_ci95")
-    return f"{r['latency_ratio']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{r['latency_ratio']:.3f}"
+    r = r or {}
+    return with_interval(r.get("latency_ratio"), r.get("latency_ratio_ci95"), ".3f")
 
 
 def _source(r: dict[str, Any] | None) -> str:

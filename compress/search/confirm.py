@@ -215,10 +215,7 @@ def confirm_study(cfg: JobConfig, study: optuna.Study, data=None) -> dict[str, A
             candidates = (nearer + rest)[: cc.max_models - len(base)] + base
     except BaseException:
         # A pass that did not finish leaves the study as it was (a killed or interrupted run can be re-run).
-        if previous is None:
-            study.set_user_attr("confirmation", None)
-        else:
-            study.set_user_attr("confirmation", previous)
+        study.set_user_attr("confirmation", previous)
         raise
     after = {"frontier": sorted(t.number for t in frontier(study)), "picks": _picks(cfg, study)}
     doc.update(before=before, after=after, ties=frontier_ties(study), passes=passes,

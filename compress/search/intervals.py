@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
-__all__ = ["Estimate", "Value", "dominates_with_intervals", "intervals_overlap", "tied_with_intervals"]
+__all__ = ["Estimate", "Value", "dominates_with_intervals", "intervals_overlap", "tied_with_intervals",
+           "with_interval"]
 
 
 class Estimate(NamedTuple):
@@ -81,3 +82,12 @@ def tied_with_intervals(a: Sequence[Value], b: Sequence[Value], directions: Sequ
     A tie is reported as such rather than as a win for whichever measured lower this time.
     """
     return all(gain == 0 or overlap for gain, overlap in _compare(a, b, directions))
+
+
+def with_interval(value: float | None, ci: Sequence[float] | None, spec: str = ".2f") -> str:
+    """`value [low, high]` in `spec`, the value alone when there is no interval, "-" when there is no value:
+    how every table and line of this project prints a figure with its error bar."""
+    if value is None:
+        return "-"
+    return f"{value:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else format(value, spec)
+

@@ -159,6 +159,7 @@ def study_summary(cfg: JobConfig, study: optuna.Study | None = None) -> dict[str
     study = study if study is not None else open_study(cfg, create=False)
     objectives = study.user_attrs.get("objectives") or [n for n, _ in objective_directions(cfg)]
     recs = study_records(study, objectives)
+    front = {t.number for t in frontier(study)}
     by_state: dict[str, int] = {}
     for r in recs:
         by_state[r["state"]] = by_state.get(r["state"], 0) + 1
@@ -188,7 +189,7 @@ def study_summary(cfg: JobConfig, study: optuna.Study | None = None) -> dict[str
     return {
         "study": study.study_name, "storage": storage_url(cfg), "target": cfg.search.n_trials,
         "by_state": by_state, "completed": len(done), "feasible": len(feasible),
-        "frontier": [r for r in recs if r["number"] in {t.number for t in frontier(study)}],
+        "frontier": [r for r in recs if r["number"] in front],
         "ties": frontier_ties(study),
         "confirmation": _confirmation_block(conf) if (conf := confirmation(study)) else None,
         "eta_seconds": eta, "early_stopping_saved_seconds": round(saved, 1),

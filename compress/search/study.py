@@ -45,6 +45,7 @@ from ..distill.loop import StopTraining, TrainingDiverged
 from ..model.inference import evaluate_onnx
 from .confirm import confirm_candidates, confirm_study, needs_confirmation
 from .heldout import evaluate_heldout
+from .intervals import with_interval
 from .objectives import (
     MEASURES, Constraint, SearchError, capacity_measures, export_sample, measure_teacher, metric_names,
     objective_directions, paired_latency, search_constraints, wanted_capacity,
@@ -331,10 +332,9 @@ def confirm_and_report(cfg: JobConfig, study: optuna.Study, data=None) -> dict[s
     write_outputs(cfg, study)
     for n, rec in sorted(doc["trials"].items(), key=lambda kv: int(kv[0])):
         was = rec["in_study"]
-        lo, hi = rec["latency_ci95_ms"]
-        print(f"  trial {n}: {rec['latency_ms']:.2f} ms [{lo:.2f}, {hi:.2f}] (in study "
-              f"{(was.get('latency_ms') or float('nan')):.2f}), ratio to teacher {rec['latency_ratio']:.3f} "
-              f"[{rec['latency_ratio_ci95'][0]:.3f}, {rec['latency_ratio_ci95'][1]:.3f}]", flush=True)
+        print(f"  trial {n}: {with_interval(rec['latency_ms'], rec['latency_ci95_ms'])} ms (in study "
+              f"{(was.get('latency_ms') or float('nan')):.2f}), ratio to teacher "
+              f"{with_interval(rec['latency_ratio'], rec['latency_ratio_ci95'], '.3f')}", flush=True)
     b, a = doc["before"], doc["after"]
     print(f"frontier {b['frontier']} -> {a['frontier']} after confirmation"
           + (f"; ties {doc['ties']}" if doc["ties"] else "")
