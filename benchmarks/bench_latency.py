@@ -137,7 +137,8 @@ def _child(spec_path: str) -> None:
     res = measure_interleaved(spec["models"], "teacher", inputs, LatencySettings(**spec["settings"]))
     keep = {"models": {k: {f: v[f] for f in ("median_ms", "ci95_ms", "p90_ms")} for k, v in res["models"].items()},
             "ratios": {k: {f: v[f] for f in ("median", "ci95")} for k, v in res["ratios"].items()},
-            **{k: res[k] for k in ("retries", "contended", "spread", "load_before", "load_after", "elapsed_s")}}
+            **{k: res[k] for k in ("retries", "contended", "spread", "load_before", "load_after", "elapsed_s",
+                             "thread_pinning")}}
     print(json.dumps(keep))
 
 
@@ -227,7 +228,8 @@ def main() -> None:
     np.savez(inputs, **{f"{i}__{k}": v for i, b in enumerate(batches) for k, v in b.items()})
     settings = {"batch_size": lc.batch_size, "threads": lc.threads, "warmup": lc.warmup, "rounds": cc.rounds,
                 "calls_per_round": cc.calls_per_round, "drift_tolerance": lc.drift_tolerance,
-                "max_retries": lc.max_retries, "wait_s": lc.wait_s, "settle_s": lc.settle_s}
+                "max_retries": lc.max_retries, "wait_s": lc.wait_s, "settle_s": lc.settle_s,
+                "pin_threads": lc.pin_threads}
     print(f"five models timed together in {args.repeats} separate processes, quiet:", flush=True)
     quiet = repeats(models, settings, inputs, args.repeats, "quiet")
     # One core burning for the whole loaded condition, as a neighbour's job would (pinned where the OS allows).
@@ -263,6 +265,7 @@ def main() -> None:
                "baseline_in_study": {"ratio_cv": _cv(base_in_study) if len(base_in_study) > 1 else None,
                                      "ms_cv": _cv(base_ms_in_study), "ratios": base_in_study,
                                      "ms": base_ms_in_study},
+               "thread_pinning": quiet[0].get("thread_pinning"),
                "wall_s": round(time.time() - t0, 1), "load_burner": "python busy loop pinned to core 0"}
     write_results("latency", payload, _summary(payload, names, cfg))
     print(json.dumps(goals, indent=2))
@@ -277,7 +280,9 @@ def _summary(p: dict, names: list[str], cfg) -> str:
              f"in one process, {s['rounds']} interleaved rounds × {s['calls_per_round']} calls each (round r starts "
              "with model r mod 5), after "
              f"{s['warmup']} warm-up calls and an untimed {s['settle_s'] * 1000:g} ms pause before each block that "
-             "follows another model's (ONNX Runtime's threads spin after a session's last call); the teacher is the reference of every ratio (per-round ratio of medians; "
+             "follows another model's (ONNX Runtime's threads spin after a session's last call); "
+             + (f"threads pinned ({p['thread_pinning']}); " if s.get("pin_threads") else "threads not pinned; ")
+             + "the teacher is the reference of every ratio (per-round ratio of medians; "
              f"median over rounds) and of the drift rule (retry when its rounds' CV > {s['drift_tolerance']}). "
              f"Each condition: {p['repeats']} separate processes, one after another. Load: {p['load_burner']}.", "",
              "## Goals", "", "| goal | value | target | met |", "|---|---|---|---|"]

@@ -32,6 +32,8 @@ class LatencyConfig:
     max_retries: int = 2  # further paired attempts when the teacher's rounds drift; the steadiest is kept
     wait_s: float = 5.0  # seconds to wait before a retry, to let a passing load go by
     settle_s: float = 0.05  # untimed pause before a model's block that follows another's (ONNX Runtime threads spin)
+    pin_threads: bool = True  # each measuring thread on a core of its own (where the OS allows and cores suffice)
+    provider: Literal["cpu", "cuda"] = "cpu"  # ONNX Runtime's execution provider; cuda needs onnxruntime-gpu
     # measured only when `throughput` or `peak_memory_mb` is an objective or constraint:
     throughput_batch_size: int = 8  # rows per call for the throughput objective (inputs/s, back-to-back calls)
     throughput_seconds: float = 3.0  # seconds of back-to-back calls per throughput measurement (5 rounds)

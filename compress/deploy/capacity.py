@@ -17,49 +17,56 @@ import numpy as np
 import onnxruntime as ort
 
 from .latency import (
-    Feed, LatencySettings, bootstrap_median_ci, check_model, input_batches, session_feeds, session_method,
+    Feed, LatencySettings, bootstrap_median_ci, check_model, input_batches, pinning_method, plan_for, session_feeds,
+    session_method,
 )
-from .onnxrt import GRAPH_OPTIMIZATION, onnx_session
+from .onnxrt import GRAPH_OPTIMIZATION, onnx_session, pinned_thread
 
 __all__ = ["peak_memory_child", "peak_memory_mb", "throughput"]
 
 
 def throughput(path: str | Path, inputs: list[Feed] | None = None, *, batch_size: int = 8, seq_len: int = 128,
                threads: int = 2, seconds: float = 5.0, rounds: int = 5, warmup: int = 5,
-               graph_optimization: str = "all", resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+               graph_optimization: str = "all", resamples: int = 1000, seed: int = 0,
+               pin_threads: bool = True) -> dict[str, Any]:
     """Rows per second of back-to-back calls at a configured batch size, over `rounds` rounds of seconds/rounds.
 
     `inputs_per_s` is the median over rounds, with its bootstrap 95% interval (rounds resampled) and
     each round's figure; `inputs` replaces the fixed batch_size × seq_len shape as in measure_paired.
+    Threads are pinned as in the latency protocol (LatencySettings.pin_threads).
     """
     start = time.perf_counter()
     if not seconds > 0 or rounds < 3 or warmup < 0:
         raise ValueError(f"seconds={seconds}, rounds={rounds}, warmup={warmup}: need seconds > 0, rounds >= 3 "
                          "and warmup >= 0")
     settings = LatencySettings(batch_size=batch_size, seq_len=seq_len, threads=threads, rounds=rounds,
-                               warmup=warmup, resamples=resamples, seed=seed, graph_optimization=graph_optimization)
+                               warmup=warmup, resamples=resamples, seed=seed, graph_optimization=graph_optimization,
+                               pin_threads=pin_threads)
     onnx_path = check_model(path, "model")
     load_before = list(os.getloadavg())
     batches, shape = input_batches(onnx_path, inputs, settings.batch_size, settings.seq_len, seed)
-    session = onnx_session(onnx_path, threads, graph_optimization)
+    plan = plan_for(settings)
+    session = onnx_session(onnx_path, threads, graph_optimization, None if plan is None else plan.pool_cpus)
     feeds = session_feeds(session, batches, len(batches), "model")
     rows = [next(iter(f.values())).shape[0] for f in feeds]
-    for i in range(warmup):
-        session.run(None, feeds[i % len(feeds)])
     per_round = []
-    for _ in range(rounds):
-        done, calls, t0 = 0, 0, time.perf_counter()
-        # At least one call per round, however short the round.
-        while calls == 0 or time.perf_counter() - t0 < seconds / rounds:
-            session.run(None, feeds[calls % len(feeds)])
-            done += rows[calls % len(feeds)]
-            calls += 1
-        per_round.append(done / (time.perf_counter() - t0))
+    with pinned_thread(None if plan is None else plan.main_cpu):
+        for i in range(warmup):
+            session.run(None, feeds[i % len(feeds)])
+        for _ in range(rounds):
+            done, calls, t0 = 0, 0, time.perf_counter()
+            # At least one call per round, however short the round.
+            while calls == 0 or time.perf_counter() - t0 < seconds / rounds:
+                session.run(None, feeds[calls % len(feeds)])
+                done += rows[calls % len(feeds)]
+                calls += 1
+            per_round.append(done / (time.perf_counter() - t0))
     return {"inputs_per_s": float(np.median(per_round)),
             "ci95": list(bootstrap_median_ci(per_round, resamples, seed)),
             "min_per_s": float(min(per_round)), "max_per_s": float(max(per_round)),
             "round_inputs_per_s": [float(v) for v in per_round],
-            **session_method(session, threads, graph_optimization), **shape, "model": str(onnx_path),
+            **session_method(session, threads, graph_optimization), "thread_pinning": pinning_method(settings, plan),
+            **shape, "model": str(onnx_path),
             "warmup": warmup, "rounds": rounds, "seconds": seconds, "load_before": load_before,
             "load_after": list(os.getloadavg()), "elapsed_s": time.perf_counter() - start}
 

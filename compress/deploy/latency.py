@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..env import environment
-from .onnxrt import GRAPH_OPTIMIZATION, onnx_session
+from .onnxrt import GRAPH_OPTIMIZATION, CorePlan, core_plan, onnx_session, pinned_thread
 
 __all__ = ["Feed", "LatencySettings", "bootstrap_median_ci", "check_model", "input_batches", "interleaved_rounds",
            "measure_interleaved", "measure_paired", "paired_rounds", "round_spread", "session_feeds", "session_method"]
@@ -52,6 +52,11 @@ class LatencySettings:
     # untimed pause before a block that follows another model's: ONNX Runtime's intra-op threads spin for a while
     # after a session's last call, and a block started meanwhile shares the cores with them (see interleaved_rounds)
     settle_s: float = 0.05
+    # the calling thread and each of ONNX Runtime's pool threads on a core of its own for the measurement (where the
+    # OS allows and there are enough cores): unpinned, one process in ten on 2 cores timed a model ~12% slower
+    # against the teacher than the others did, as the threads of both models' sessions wandered between the cores
+    pin_threads: bool = True
+    provider: str = "cpu"  # cpu, or cuda (onnxruntime-gpu): where the deployed model will run
 
     def __post_init__(self) -> None:
         positive = {"batch_size": self.batch_size, "seq_len": self.seq_len, "threads": self.threads,
@@ -309,18 +314,34 @@ def session_method(session: ort.InferenceSession, threads: int, graph_optimizati
             "graph_optimization": graph_optimization, **machine}
 
 
-def _sessions(paths: dict[str, Path], inputs: list[Feed] | None,
-              s: LatencySettings) -> tuple[dict[str, Call], dict[str, ort.InferenceSession], dict[str, Any]]:
+def plan_for(s: LatencySettings) -> CorePlan | None:
+    """The cores a measurement with these settings pins its threads to; None when it runs unpinned (or on a GPU)."""
+    return core_plan(s.threads) if s.pin_threads and s.provider == "cpu" else None
+
+
+def pinning_method(s: LatencySettings, plan: CorePlan | None) -> dict[str, Any]:
+    """How the threads were placed, for the method record."""
+    if plan is not None:
+        return plan.describe()
+    reason = ("pin_threads is off" if not s.pin_threads else
+              f"this process may use fewer than {s.threads} cores, or the OS cannot pin threads")
+    return {"pinned": False, "reason": reason}
+
+
+def _sessions(paths: dict[str, Path], inputs: list[Feed] | None, s: LatencySettings,
+              plan: CorePlan | None = None) -> tuple[dict[str, Call], dict[str, ort.InferenceSession], dict[str, Any]]:
     """One session per model (same threads and graph optimisation) and a call per model over the same batches.
 
     Fixed-shape ids are drawn below the smallest vocabulary among the models, so every model can take them.
+    With a `plan`, every session's pool threads are pinned to the same cores.
     """
     smallest = min(paths.values(), key=_vocab_size)
     batches, shape = input_batches(smallest, inputs, s.batch_size, s.seq_len, s.seed)
     calls: dict[str, Call] = {}
     sessions: dict[str, ort.InferenceSession] = {}
     for name, path in paths.items():
-        session = onnx_session(path, s.threads, s.graph_optimization)
+        session = onnx_session(path, s.threads, s.graph_optimization, None if plan is None else plan.pool_cpus,
+                               s.provider)
         feeds = session_feeds(session, batches, s.calls_per_round, name)
         calls[name] = lambda i, session=session, feeds=feeds: session.run(None, feeds[i])
         sessions[name] = session
@@ -330,8 +351,9 @@ def _sessions(paths: dict[str, Path], inputs: list[Feed] | None,
 
 
 def _method(session: ort.InferenceSession, s: LatencySettings, load_before: list[float],
-            start: float) -> dict[str, Any]:
+            start: float, plan: CorePlan | None) -> dict[str, Any]:
     return {**session_method(session, s.threads, s.graph_optimization), "warmup": s.warmup,
+            "thread_pinning": pinning_method(s, plan),
             "repeats": s.rounds * s.calls_per_round, "resamples": s.resamples, "seed": s.seed,
             "max_retries": s.max_retries, "wait_s": s.wait_s, "settings": asdict(s), "load_before": load_before,
             "load_after": list(os.getloadavg()), "elapsed_s": time.perf_counter() - start}
@@ -358,12 +380,14 @@ def measure_paired(candidate: str | Path, reference: str | Path | None = None, i
     paths = {"candidate": check_model(candidate, "candidate model")}
     if reference is not None:
         paths["reference"] = check_model(reference, "reference model")
-    calls, sessions, shape = _sessions(paths, inputs, s)
-    result = paired_rounds(calls["candidate"], calls.get("reference"), s, timer=timer, sleep=sleep)
+    plan = plan_for(s)
+    calls, sessions, shape = _sessions(paths, inputs, s, plan)
+    with pinned_thread(None if plan is None else plan.main_cpu):
+        result = paired_rounds(calls["candidate"], calls.get("reference"), s, timer=timer, sleep=sleep)
     result["candidate"]["model"] = str(paths["candidate"])
     if reference is not None:
         result["reference"]["model"] = str(paths["reference"])
-    return {**result, **_method(sessions["candidate"], s, load_before, start), **shape,
+    return {**result, **_method(sessions["candidate"], s, load_before, start, plan), **shape,
             "model": paths["candidate"].name,
             "reference_model": None if reference is None else str(paths["reference"])}
 
@@ -385,12 +409,14 @@ def measure_interleaved(models: dict[str, str | Path], reference: str | None = N
     if not models:
         raise ValueError("measure_interleaved: no models given")
     paths = {name: check_model(path, f"model {name!r}") for name, path in models.items()}
-    calls, sessions, shape = _sessions(paths, inputs, settings)
-    result = interleaved_rounds(calls, settings, reference, timer=timer, sleep=sleep)
+    plan = plan_for(settings)
+    calls, sessions, shape = _sessions(paths, inputs, settings, plan)
+    with pinned_thread(None if plan is None else plan.main_cpu):
+        result = interleaved_rounds(calls, settings, reference, timer=timer, sleep=sleep)
     for name, summary in result["models"].items():
         summary["model"] = str(paths[name])
     first = next(iter(sessions.values()))
-    return {**result, **_method(first, settings, load_before, start), **shape, "reference": reference}
+    return {**result, **_method(first, settings, load_before, start, plan), **shape, "reference": reference}
 
 
 if __name__ == "__main__":

@@ -77,8 +77,8 @@ def _vocab_size(onnx_path: Path) -> int:
 
 def onnx_latency(onnx_path: str | Path, batch_size: int = 1, seq_len: int | None = 128, threads: int = 2,
                  warmup: int = 10, repeats: int = 50, inputs: list[dict[str, np.ndarray]] | None = None,
-                 graph_optimization: str = "all", seed: int = 0) -> dict[str, Any]:
-    """Wall time of one ONNX Runtime call on CPU, with the session pinned to `threads` intra-op threads.
+                 graph_optimization: str = "all", seed: int = 0, provider: str = "cpu") -> dict[str, Any]:
+    """Wall time of one ONNX Runtime call on CPU (or on a GPU with provider "cuda"), with the session pinned to `threads` intra-op threads.
 
     Fixed shape (default): random token ids of batch_size × seq_len, no padding. With `inputs` (real
     batches, e.g. eval_length_batches), warm-up and then the repeats each cycle over them from the first,
@@ -92,7 +92,7 @@ def onnx_latency(onnx_path: str | Path, batch_size: int = 1, seq_len: int | None
     if threads < 1 or warmup < 0 or repeats < 1:
         raise ValueError(f"threads={threads}, warmup={warmup}, repeats={repeats}: need threads >= 1, "
                          "warmup >= 0 and repeats >= 1")
-    session = onnx_session(onnx_path, threads, graph_optimization)
+    session = onnx_session(onnx_path, threads, graph_optimization, provider=provider)
     feeds = [i.name for i in session.get_inputs()]
 
     if inputs is None:

@@ -129,7 +129,7 @@ def latency(onnx_path: Path, eval_split, cfg: JobConfig) -> dict[str, Any]:
     if lc.seq_len == "eval":
         inputs = eval_length_batches(eval_split, lc.batch_size, limit=max(lc.repeats, 16), seed=0)
     return onnx_latency(onnx_path, batch_size=lc.batch_size, seq_len=None if inputs else lc.seq_len,
-                        threads=lc.threads, warmup=lc.warmup, repeats=lc.repeats, inputs=inputs)
+                        threads=lc.threads, warmup=lc.warmup, repeats=lc.repeats, inputs=inputs, provider=lc.provider)
 
 
 def latency_settings(cfg: JobConfig) -> LatencySettings:
@@ -138,7 +138,8 @@ def latency_settings(cfg: JobConfig) -> LatencySettings:
     return LatencySettings(batch_size=lc.batch_size, seq_len=lc.seq_len if isinstance(lc.seq_len, int) else 128,
                            threads=lc.threads, warmup=lc.warmup, rounds=lc.rounds,
                            calls_per_round=lc.calls_per_round, drift_tolerance=lc.drift_tolerance,
-                           max_retries=lc.max_retries, wait_s=lc.wait_s, settle_s=lc.settle_s)
+                           max_retries=lc.max_retries, wait_s=lc.wait_s, settle_s=lc.settle_s,
+                           pin_threads=lc.pin_threads, provider=lc.provider)
 
 
 def teacher_reference(cfg: JobConfig) -> Path:
@@ -183,7 +184,7 @@ def capacity_measures(onnx_path: Path, eval_split, cfg: JobConfig, wanted: set[s
             inputs = eval_length_batches(eval_split, lc.throughput_batch_size, limit=16, seed=0)
         tp = throughput(onnx_path, inputs, batch_size=lc.throughput_batch_size,
                         seq_len=lc.seq_len if isinstance(lc.seq_len, int) else 128, threads=lc.threads,
-                        seconds=lc.throughput_seconds, rounds=5, warmup=lc.warmup)
+                        seconds=lc.throughput_seconds, rounds=5, warmup=lc.warmup, pin_threads=lc.pin_threads)
         out["throughput"], out["throughput_ci95"], out["throughput_method"] = tp["inputs_per_s"], tp["ci95"], tp
     if "peak_memory_mb" in wanted:
         inputs = None

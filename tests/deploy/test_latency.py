@@ -6,7 +6,9 @@ needs no export; `python -m pytest -q tests/test_latency_protocol.py` runs in we
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 import time
@@ -310,3 +312,90 @@ def test_peak_memory_and_throughput(models):
     assert result["inputs_per_s"] > 0 and len(result["round_inputs_per_s"]) == 3
     assert result["ci95"][0] <= result["inputs_per_s"] <= result["ci95"][1]
     assert (result["batch_size"], result["seq_len"], result["threads"]) == (4, 32, 1)
+
+
+# ------------------------------------------------------------------ (g) thread pinning
+
+
+def test_core_plan_gives_each_thread_a_core_or_none():
+    from compress.deploy.onnxrt import CorePlan, core_plan
+
+    assert core_plan(2, [4, 5, 7]) == CorePlan(main_cpu=4, pool_cpus=(5,))
+    assert core_plan(3, [4, 5, 7]) == CorePlan(main_cpu=4, pool_cpus=(5, 7))
+    assert core_plan(1, [3]) == CorePlan(main_cpu=3, pool_cpus=())
+    # Fewer cores than threads: pinning two threads to one core would serialise them, so it runs unpinned.
+    assert core_plan(2, [0]) is None
+    with pytest.raises(ValueError, match="threads=0"):
+        core_plan(0, [0, 1])
+
+
+def test_pool_cpus_must_match_the_pool(models):
+    from compress.deploy.onnxrt import onnx_session
+
+    with pytest.raises(ValueError, match=r"pool_cpus=\[0, 1\]: a session with 2 threads has 1 pool"):
+        onnx_session(models[0], 2, pool_cpus=[0, 1])
+
+
+def _thread_cpus() -> dict[int, str]:
+    out = {}
+    for status in Path("/proc/self/task").glob("*/status"):
+        fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        out[int(status.parent.name)] = fields["Cpus_allowed_list"].strip()
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or not hasattr(os, "sched_setaffinity")
+                    or len(os.sched_getaffinity(0)) < 2, reason="needs Linux and 2 usable cores")
+def test_pinned_measurement_puts_each_thread_on_its_core_and_restores_the_caller(models):
+    from compress.deploy.onnxrt import core_plan, onnx_session, pinned_thread
+
+    before_caller = os.sched_getaffinity(0)
+    plan = core_plan(2)
+    # The session's pool thread is pinned by ONNX Runtime to the plan's second core (its ids start at 1).
+    before = set(_thread_cpus())
+    session = onnx_session(models[0], 2, pool_cpus=plan.pool_cpus)
+    new_threads = {tid: cpus for tid, cpus in _thread_cpus().items() if tid not in before}
+    assert str(plan.pool_cpus[0]) in new_threads.values(), new_threads
+    with pinned_thread(plan.main_cpu):
+        seen_inside = os.sched_getaffinity(0)
+        session.run(None, {"input_ids": np.ones((1, 8), np.int64)})
+    assert seen_inside == {plan.main_cpu}
+    assert os.sched_getaffinity(0) == before_caller
+    # A failure inside still restores the caller's cores.
+    with pytest.raises(RuntimeError):
+        with pinned_thread(plan.main_cpu):
+            raise RuntimeError("boom")
+    assert os.sched_getaffinity(0) == before_caller
+
+    settings = LatencySettings(seq_len=16, threads=2, warmup=1, rounds=3, calls_per_round=2, wait_s=0.0)
+    result = measure_paired(models[0], models[1], settings=settings)
+    assert result["thread_pinning"] == {"pinned": True, "main_cpu": plan.main_cpu, "pool_cpus": list(plan.pool_cpus)}
+    unpinned = measure_paired(models[0], None, settings=dataclasses.replace(settings, pin_threads=False))
+    assert unpinned["thread_pinning"] == {"pinned": False, "reason": "pin_threads is off"}
+    assert os.sched_getaffinity(0) == before_caller
+    tp = throughput(models[0], batch_size=2, seq_len=16, threads=2, seconds=0.3, rounds=3)
+    assert tp["thread_pinning"]["pinned"] is True and os.sched_getaffinity(0) == before_caller
+
+
+def test_one_thread_is_pinned_without_a_pool(models):
+    settings = LatencySettings(seq_len=16, threads=1, warmup=1, rounds=3, calls_per_round=2, wait_s=0.0)
+    result = measure_paired(models[0], None, settings=settings)
+    pin = result["thread_pinning"]
+    if hasattr(os, "sched_setaffinity"):
+        assert pin["pinned"] is True and pin["pool_cpus"] == []
+    else:
+        assert pin["pinned"] is False
+
+
+def test_a_gpu_provider_without_onnxruntime_gpu_says_what_to_install(models):
+    import onnxruntime as ort
+
+    from compress.deploy.onnxrt import check_provider, onnx_session
+
+    assert check_provider("cpu") == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="'tpu' is not a provider"):
+        check_provider("tpu")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    with pytest.raises(ValueError, match="search.latency.provider: cuda needs .*CUDAExecutionProvider.*onnxruntime-gpu"):
+        onnx_session(models[0], 1, provider="cuda")
