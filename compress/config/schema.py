@@ -219,8 +219,19 @@ class TrainConfig:
     eval_every: int = 200  # steps between evaluations (one line each in curves.jsonl); 0: only at the end
     eval_limit: int | None = None  # evaluate intermediate points on this many eval rows; the final one uses all
     seed: int = 42  # same seed, same data order, same initialisation, same result
+    # Where the optimisation runs, through Hugging Face Accelerate: auto takes a CUDA GPU, else Apple's MPS, else the
+    # CPU; under `accelerate launch` each process takes its own device and `batch_size` stays the global batch.
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # fp16 needs a GPU; bf16 runs on recent GPUs and CPUs
+    dataloader_workers: int = 0  # processes assembling batches (0: in the training process)
+    checkpoint_every: int = 0  # steps between resumable checkpoints (model, optimiser, schedule, RNG); 0: none
 
     def __post_init__(self) -> None:
+        if self.dataloader_workers < 0:
+            raise invalid("dataloader_workers", self.dataloader_workers, "must be 0 (batches built in the training "
+                          "process) or a positive number of worker processes")
+        if self.checkpoint_every < 0:
+            raise invalid("checkpoint_every", self.checkpoint_every, "must be 0 (no checkpoints) or a number of steps")
         for key in ("epochs", "learning_rate", "weight_decay", "max_grad_norm"):
             if not math.isfinite(getattr(self, key)):
                 raise invalid(key, getattr(self, key), "must be a finite number")

@@ -1,7 +1,8 @@
 """Training students (and fine-tuning teachers).
 
 loop (the training loop, top to bottom) · losses (the loss terms, pure functions) · jobs (fine-tune a teacher,
-distill one student, the shared context; each writes a folder a person can read) · agora (Agora fine-tuning).
+distill one student, the shared context; each writes a folder a person can read) · agora (Agora fine-tuning) ·
+devices (the device and precision, through Hugging Face Accelerate).
 """
 
 from .agora import AgoraResult, run_agora

@@ -48,6 +48,7 @@ from ..data.qa import featurize_qa
 from ..model.inference import evaluate_model, predict_logits
 from ..model.metrics import compute_exact, points
 from ..model.student import build_student, param_count
+from .devices import placed, resolve_device
 from .jobs import save_run
 from .loop import train
 
@@ -152,7 +153,8 @@ def _make_new(ctx, nu, wrong: list[Any], ac, rng: np.random.Generator):
         return None, None
     task = ctx.cfg.task.type
     split = _split(ctx, "agora", made)
-    out = predict_logits(ctx.teacher, split, task_type=task)
+    with placed(ctx.teacher, resolve_device(ctx.cfg.distill.train.device, "distill.train.device")):
+        out = predict_logits(ctx.teacher, split, task_type=task)
     if task == "qa":
         # Answer spans are kept exact; balance answerable against unanswerable questions.
         keys = [bool(ex.answers) for ex in made]

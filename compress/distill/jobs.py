@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from torch import nn
 
 from ..artifacts import config_hash, write_json
@@ -26,7 +27,8 @@ from ..model.teacher import (
     cached_importance, check_tokenizer, load_teacher, load_tokenizer, model_fingerprint, resolve_model,
     teacher_outputs,
 )
-from .loop import TrainResult, train
+from .devices import resolve_device
+from .loop import TrainResult, set_seed, train
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,12 @@ def _save_predictions(path: Path, data: TaskData, preds: list[Any]) -> None:
 
 def save_run(out: Path, model: nn.Module, tokenizer, data: TaskData, result: TrainResult, extra: dict[str, Any]) -> None:
     """A trained model's folder: the model (safetensors) and tokenizer, predictions.json, and metrics.json (the
-    result, `extra`, and the machine and library versions)."""
+    result, `extra`, where it trained, and the machine and library versions). Under `accelerate launch` only the
+    main process writes it; the others wait until it is there."""
+    state = PartialState()
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)  # safetensors
     tokenizer.save_pretrained(out)
@@ -74,9 +81,11 @@ def save_run(out: Path, model: nn.Module, tokenizer, data: TaskData, result: Tra
         "metrics": result.metrics, "steps": result.steps, "total_steps": result.total_steps,
         "stopped": result.stopped,
         "train_seconds": round(result.train_seconds, 2), "eval_seconds": round(result.eval_seconds, 2),
+        "training_device": result.device, "resumed_from_step": result.resumed_from,
         "environment": environment(),
     }
     write_json(out / "metrics.json", metrics)
+    state.wait_for_everyone()
 
 
 def finetune_teacher(cfg: JobConfig, force: bool = False, progress: bool = True) -> Path:
@@ -85,6 +94,9 @@ def finetune_teacher(cfg: JobConfig, force: bool = False, progress: bool = True)
     base = resolve_model(cfg.teacher.model, cfg.config_path)
     tokenizer = load_tokenizer(base)
     data = prepare_task_data(cfg, tokenizer)
+    # The new head is drawn from torch's RNG: seed it, so the same seed gives the same teacher in any process
+    # (and every process of `accelerate launch` starts from the same head).
+    set_seed(cfg.teacher.train.seed)
     model, has_head = load_teacher(base, data, require_head=False)
     check_tokenizer(tokenizer, model, base)
     out = cfg.run_dir / "teacher"
@@ -95,7 +107,8 @@ def finetune_teacher(cfg: JobConfig, force: bool = False, progress: bool = True)
     if data.task.type != "qa":
         model.config.id2label = data.id2label
         model.config.label2id = {v: k for k, v in data.id2label.items()}
-    result = train(model, data, cfg.teacher.train, curves_path=out / "curves.jsonl", desc="teacher", progress=progress)
+    result = train(model, data, cfg.teacher.train, curves_path=out / "curves.jsonl", desc="teacher", progress=progress,
+                   checkpoint_dir=cfg.run_dir / "checkpoints" / "teacher")
     extra = {
         "base_model": base, "params": param_count(model.config, _head(data.task.type), data.num_labels),
         "train_rows": len(data.train.examples), "train_features": len(data.train),
@@ -135,7 +148,11 @@ def load_context(cfg: JobConfig, progress: bool = True) -> Context:
     teacher.eval()
     cache = cfg.run_dir / "cache"
     fingerprint = model_fingerprint(teacher)  # hashes every weight: once per load
-    outputs = teacher_outputs(teacher, fingerprint, data, data.train, cache)
+    # Under `accelerate launch` the main process computes the outputs (on the distillation's device) and caches
+    # them; the other processes then read the cache instead of computing them again.
+    with PartialState().main_process_first():
+        outputs = teacher_outputs(teacher, fingerprint, data, data.train, cache,
+                                  device=resolve_device(cfg.distill.train.device, "distill.train.device"))
     importance = cached_importance(teacher, fingerprint, data, cache, cfg.teacher.importance_batches)
     metrics_file = cache / f"teacher-eval-{fingerprint}-{data.eval.key}.json"
     if metrics_file.exists():
@@ -175,7 +192,7 @@ def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: Distill
         student, data, kd.train, kd=kd, teacher_outputs=ctx.outputs,
         teacher_model=ctx.teacher if kd.alpha_hidden > 0 else None, layer_map=layer_map,
         curves_path=out / "curves.jsonl", on_eval=on_eval, desc=f"distill {spec.tag()}", progress=progress,
-        lock_dir=lock_dir,
+        lock_dir=lock_dir, checkpoint_dir=out / "checkpoint",
     )
     extra = {
         "spec": spec.to_json(), "params": params, "teacher_layers": layers,

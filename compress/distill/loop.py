@@ -2,30 +2,43 @@
 
 Loss = alpha_ce · T² · KL(teacher ‖ student) + alpha_task · hard loss + alpha_hidden · hidden MSE; AdamW with
 linear warm-up and decay, gradient clipping, an evaluation every `eval_every` steps written to curves.jsonl.
+It runs through Hugging Face Accelerate (compress/distill/devices.py): on the configured device and precision,
+and data-parallel under `accelerate launch`. The rows of every step are a pure function of the seed and the
+step (`step_rows`), which is what lets a checkpointed run resume exactly where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import logging
 import math
+import os
 import random
+import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from ..config import DistillConfig, TrainConfig
-from ..data.features import MODEL_INPUTS, TaskData
+from ..data.features import MODEL_INPUTS, Split, TaskData
 from ..deploy.measure_lock import training_step
 from ..model.inference import evaluate_model
+from .devices import accelerator_for, device_report
 from .losses import hard_loss, hidden_mse, qa_soft_kl, regression_soft, soft_kl
 
-__all__ = ["StopTraining", "TrainResult", "TrainingDiverged", "set_seed", "train"]
+__all__ = ["StepBatches", "StopTraining", "TrainResult", "TrainingDiverged", "set_seed", "step_rows", "train"]
+
+log = logging.getLogger(__name__)
 
 
 class StopTraining(Exception):
@@ -56,12 +69,71 @@ class TrainResult:
     stopped: str | None = None  # why the run stopped early, if it did
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    device: dict[str, Any] = field(default_factory=dict)  # where it ran (devices.device_report)
+    resumed_from: int | None = None  # the checkpoint step it resumed from, if it did
 
 
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Full batches per pass over n rows (the last partial batch is dropped; at least one step)."""
+    return max(1, n // batch_size)
+
+
+def step_rows(n: int, batch_size: int, seed: int, first: int, last: int) -> Iterator[np.ndarray]:
+    """The sorted row indices of steps first..last (1-based): one permutation of the n rows per epoch, drawn in
+    order from numpy's default_rng(seed), full batches only. The same for every process, device and resume."""
+    per_epoch = steps_per_epoch(n, batch_size)
+    rng = np.random.default_rng(seed)
+    epoch, order = 0, rng.permutation(n)
+    for step in range(1, last + 1):
+        e = (step - 1) // per_epoch
+        while epoch < e:
+            epoch, order = epoch + 1, rng.permutation(n)
+        if step >= first:
+            pos = (step - 1 - e * per_epoch) * batch_size
+            yield np.sort(order[pos:pos + batch_size])
+
+
+class StepBatches(Sampler):
+    """A batch sampler over `step_rows`: one batch of row indices per optimisation step from `first` to `last`."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, first: int, last: int) -> None:
+        self.n, self.batch_size, self.seed, self.first, self.last = n, batch_size, seed, first, last
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for rows in step_rows(self.n, self.batch_size, self.seed, self.first, self.last):
+            yield rows.tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first + 1)
+
+
+class _Rows(Dataset):
+    """Row i is just i: the collate function builds the padded batch from the split (dynamic padding)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+@dataclass
+class _Collate:
+    split: Split
+
+    def __call__(self, rows: list[int]) -> dict[str, Any]:
+        idx = np.asarray(rows, dtype=np.int64)
+        # The rows go along (as a tensor, so Accelerate splits them with the batch across processes).
+        return {"rows": torch.from_numpy(idx), **self.split.batch(idx)}
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -74,7 +146,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _loss_terms(task_type: str, kd: DistillConfig | None, teacher_outputs: dict[str, np.ndarray] | None,
-                teacher_model: nn.Module | None, layer_map: list[int] | None):
+                teacher_model: nn.Module | None, layer_map: list[int] | None, device: torch.device | None = None):
     """The active loss terms, built once: (name, weight, fn(student_out, batch, rows, teacher_hidden))."""
     if kd is None:  # plain fine-tuning
         return [("task", 1.0, lambda out, b, rows, th: hard_loss(task_type, out, b))]
@@ -87,10 +159,10 @@ def _loss_terms(task_type: str, kd: DistillConfig | None, teacher_outputs: dict[
         def soft(out, b, rows, th):
             if task_type == "qa":
                 width = out.start_logits.size(1)
-                ts = torch.from_numpy(teacher_outputs["start_logits"][rows, :width])
-                te = torch.from_numpy(teacher_outputs["end_logits"][rows, :width])
+                ts = torch.from_numpy(teacher_outputs["start_logits"][rows, :width]).to(device)
+                te = torch.from_numpy(teacher_outputs["end_logits"][rows, :width]).to(device)
                 return qa_soft_kl(out.start_logits, out.end_logits, ts, te, T, b["attention_mask"])
-            t = torch.from_numpy(teacher_outputs["logits"][rows])
+            t = torch.from_numpy(teacher_outputs["logits"][rows]).to(device)
             return regression_soft(out.logits, t) if task_type == "regression" else soft_kl(out.logits, t, T)
 
         terms.append(("ce", kd.alpha_ce, soft))
@@ -102,6 +174,58 @@ def _loss_terms(task_type: str, kd: DistillConfig | None, teacher_outputs: dict[
         terms.append(("hidden", kd.alpha_hidden,
                       lambda out, b, rows, th: hidden_mse(out.hidden_states, th, layer_map, b["attention_mask"])))
     return terms
+
+
+CHECKPOINT_FORMAT = 1
+
+
+def _fingerprint(model: nn.Module, data: TaskData, cfg: TrainConfig, kd: DistillConfig | None) -> str:
+    """What a checkpoint must match to be resumed: the model's shape, the data and every optimisation setting."""
+    shapes = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    # Where it runs and how batches are assembled do not change the optimisation: a run started on the CPU may go
+    # on on a GPU, or with loader workers.
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("device", "dataloader_workers", "checkpoint_every")}
+    blob = json.dumps({"format": CHECKPOINT_FORMAT, "shapes": shapes, "train_key": data.train.key,
+                       "rows": len(data.train), "train": settings,
+                       "kd": None if kd is None else asdict(kd)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_checkpoint(folder: Path | None, fingerprint: str) -> dict[str, Any] | None:
+    """The progress record of a checkpoint this run can resume, or None (with the reason logged)."""
+    if folder is None or not (folder / "progress.json").is_file():
+        return None
+    try:
+        progress = json.loads((folder / "progress.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("checkpoint %s is unreadable (%s); training starts from step 0", folder, exc)
+        return None
+    if progress.get("fingerprint") != fingerprint:
+        log.warning("checkpoint %s was made by another configuration, model or data set (fingerprint %s, this run "
+                    "%s); training starts from step 0 and replaces it", folder, progress.get("fingerprint"),
+                    fingerprint)
+        return None
+    return progress
+
+
+def _save_checkpoint(accelerator, folder: Path, progress: dict[str, Any]) -> None:
+    """Model, optimiser, schedule and RNG states (accelerator.save_state) and the loop's own progress, written
+    beside the previous checkpoint and swapped in only when complete, so a kill mid-write loses nothing."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "progress.json").write_text(json.dumps(progress))
+        old = folder.with_name(folder.name + ".old")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old.exists():
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
 
 
 def train(
@@ -117,8 +241,9 @@ def train(
     desc: str = "train",
     progress: bool = True,
     lock_dir: Path | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> TrainResult:
-    """Train `model` in place on data.train, evaluating on data.eval.
+    """Train `model` in place on data.train, evaluating on data.eval; the model is on the CPU again at the end.
 
     With `kd` None this is fine-tuning on gold labels. `on_eval(step, total_steps, metrics)` is called after
     each evaluation; raising StopTraining ends the run there (its metrics become the result), any other
@@ -127,96 +252,148 @@ def train(
     `lock_dir` (compress.deploy.measure_lock.lock_dir_for(run_dir); None, the default, takes no lock): each
     optimisation step holds the measurement lock shared, so no latency is measured on this machine while a step
     runs, and the step waits while a measurement runs (the search passes it; plain `compress distill` does not).
+
+    `checkpoint_dir` with `cfg.checkpoint_every` > 0: a checkpoint every that many steps; a run that finds a
+    checkpoint of the same model, data and settings there resumes from it (curve, schedule, optimiser, RNG) and
+    gives the result the uninterrupted run would have. The checkpoint is removed when the run completes.
+
+    Under `accelerate launch` every process runs this with the same arguments: each step's batch is split
+    between the processes, every process evaluates (so `on_eval` decides the same everywhere), and only the main
+    process writes the curve and checkpoints' progress.
     """
     task_type = data.task.type
     set_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    accelerator = accelerator_for(cfg)
+    device = accelerator.device
     n = len(data.train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    terms = _loss_terms(task_type, kd, teacher_outputs, teacher_model, layer_map)
+    spe = math.ceil(n / cfg.batch_size)  # the curve's epoch unit (a last partial batch counts)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * spe))
+    if cfg.batch_size % accelerator.num_processes:
+        raise ValueError(f"batch_size={cfg.batch_size} does not split between {accelerator.num_processes} processes; "
+                         f"use a multiple of {accelerator.num_processes}")
+    terms = _loss_terms(task_type, kd, teacher_outputs, teacher_model, layer_map, device)
     needs_hidden = any(name == "hidden" for name, _, _ in terms)
+    write = accelerator.is_main_process
+
+    fingerprint = _fingerprint(model, data, cfg, kd) if checkpoint_dir is not None and cfg.checkpoint_every else ""
+    resume = _read_checkpoint(checkpoint_dir, fingerprint) if fingerprint else None
+    start = resume["step"] + 1 if resume else 1
 
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     warmup = min(cfg.warmup_steps, total)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
     )
+    loader = DataLoader(_Rows(n), batch_sampler=StepBatches(n, cfg.batch_size, cfg.seed, start, total),
+                        collate_fn=_Collate(data.train), num_workers=cfg.dataloader_workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
+    if teacher_model is not None:
+        teacher_model.to(device)
     eval_split = data.eval.subset(cfg.eval_limit) if cfg.eval_limit else data.eval
-    if curves_path is not None:
-        curves_path.parent.mkdir(parents=True, exist_ok=True)
-        curves_path.write_text("")
-    result = TrainResult(metrics={}, predictions=[])
+    result = TrainResult(metrics={}, predictions=[], device=device_report(accelerator))
     sums: dict[str, float] = {}
     count = 0
-    order, pos = rng.permutation(n), 0
     t_train = t_eval = 0.0
+    # Starting the loader draws its base seed from torch's RNG; keep that draw out of the dropout stream, so the
+    # run matches the loop before Accelerate and a resumed run matches an uninterrupted one.
+    rng_before = torch.get_rng_state()
+    batches = iter(loader)
+    first = next(batches, None)
+    torch.set_rng_state(rng_before)
+    if resume:
+        accelerator.load_state(str(checkpoint_dir))
+        result.curve = resume["curve"]
+        sums, count = resume["sums"], resume["count"]
+        t_train, t_eval = resume["train_seconds"], resume["eval_seconds"]
+        result.resumed_from = resume["step"]
+        log.info("%s: resumed from the checkpoint at step %d of %d (%s)", desc, resume["step"], total, checkpoint_dir)
+    if curves_path is not None and write:
+        curves_path.parent.mkdir(parents=True, exist_ok=True)
+        curves_path.write_text("".join(json.dumps(p) + "\n" for p in result.curve))
     t0 = time.perf_counter()
     model.train()
     if teacher_model is not None:
         teacher_model.eval()
-    bar = tqdm(range(1, total + 1), desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        if pos + cfg.batch_size > n and pos > 0:  # new epoch: reshuffle
-            order, pos = rng.permutation(n), 0
-        rows = np.sort(order[pos : pos + cfg.batch_size])
-        pos += cfg.batch_size
-        batch = data.train.batch(rows)
-        inputs = {k: batch[k] for k in MODEL_INPUTS}
-        with training_step(lock_dir):  # forward, backward and update: the CPU-heavy part a measurement must not see
-            out = model(**inputs, output_hidden_states=needs_hidden)
-            t_hidden = None
-            if needs_hidden:
-                with torch.no_grad():
-                    t_hidden = teacher_model(**inputs, output_hidden_states=True).hidden_states
-            values = {name: fn(out, batch, rows, t_hidden) for name, _, fn in terms}
-            loss = sum(w * values[name] for name, w, _ in terms)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(step, {"loss": loss.item(), **{k: v.item() for k, v in values.items()}})
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-        sums["loss"] = sums.get("loss", 0.0) + loss.item()
-        for k, v in values.items():
-            sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v.item()
-        count += 1
-        bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", refresh=False)
+    bar = tqdm(total=total, initial=start - 1, desc=desc, unit="step", disable=not (progress and write),
+               dynamic_ncols=True)
+    try:
+        for step, batch in zip(range(start, total + 1), itertools.chain([first] if first is not None else [], batches)):
+            rows = batch.pop("rows").cpu().numpy()
+            inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+            with training_step(lock_dir):  # forward, backward and update: the CPU-heavy part a measurement must not see
+                out = model(**inputs, output_hidden_states=needs_hidden)
+                t_hidden = None
+                if needs_hidden:
+                    with torch.no_grad(), accelerator.autocast():
+                        t_hidden = teacher_model(**inputs, output_hidden_states=True).hidden_states
+                values = {name: fn(out, batch, rows, t_hidden) for name, _, fn in terms}
+                loss = sum(w * values[name] for name, w, _ in terms)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(step, {"loss": loss.item(), **{k: v.item() for k, v in values.items()}})
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                schedule.step()
+            logged = {"loss": loss.detach(), **{f"loss_{k}": v.detach() for k, v in values.items()}}
+            if accelerator.num_processes > 1:  # each process saw its share of the batch: log the whole batch's mean
+                logged = {k: accelerator.reduce(v, "mean") for k, v in logged.items()}
+            for k, v in logged.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            count += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", refresh=False)
 
-        last = step == total
-        if last or (cfg.eval_every and step % cfg.eval_every == 0):
-            t_train += time.perf_counter() - t0
-            t1 = time.perf_counter()
-            split = data.eval if last else eval_split
-            metrics, preds = evaluate_model(model, data, split, cfg.eval_batch_size)
-            model.train()
-            t_eval += time.perf_counter() - t1
-            point = {
-                "step": step, "epoch": round(step / steps_per_epoch, 4), "lr": schedule.get_last_lr()[0],
-                **{k: v / count for k, v in sums.items()}, "eval_rows": len(split.examples),
-                **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                "train_seconds": round(t_train, 2), "eval_seconds": round(t_eval, 2),
-            }
-            result.curve.append(point)
-            if curves_path is not None:
-                with open(curves_path, "a") as fh:
-                    fh.write(json.dumps(point) + "\n")
-            sums, count = {}, 0
-            if last:
-                result.metrics, result.predictions = metrics, preds
-            if on_eval is not None:
-                try:
-                    on_eval(step, total, metrics)
-                except StopTraining as stop:
+            last = step == total
+            if last or (cfg.eval_every and step % cfg.eval_every == 0):
+                t_train += time.perf_counter() - t0
+                t1 = time.perf_counter()
+                split = data.eval if last else eval_split
+                metrics, preds = evaluate_model(accelerator.unwrap_model(model), data, split, cfg.eval_batch_size)
+                model.train()
+                t_eval += time.perf_counter() - t1
+                point = {
+                    "step": step, "epoch": round(step / spe, 4), "lr": schedule.get_last_lr()[0],
+                    **{k: v / count for k, v in sums.items()}, "eval_rows": len(split.examples),
+                    **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                    "train_seconds": round(t_train, 2), "eval_seconds": round(t_eval, 2),
+                }
+                result.curve.append(point)
+                if curves_path is not None and write:
+                    with open(curves_path, "a") as fh:
+                        fh.write(json.dumps(point) + "\n")
+                sums, count = {}, 0
+                if last:
                     result.metrics, result.predictions = metrics, preds
-                    result.stopped = str(stop)
-                    result.steps = step
-                    break
-            t0 = time.perf_counter()
-    else:
-        result.steps = total
-    bar.close()
+                if on_eval is not None:
+                    try:
+                        on_eval(step, total, metrics)
+                    except StopTraining as stop:
+                        result.metrics, result.predictions = metrics, preds
+                        result.stopped = str(stop)
+                        result.steps = step
+                        break
+                t0 = time.perf_counter()
+            if fingerprint and step % cfg.checkpoint_every == 0 and not last:
+                elapsed = time.perf_counter() - t0
+                _save_checkpoint(accelerator, checkpoint_dir, {
+                    "fingerprint": fingerprint, "step": step, "total": total, "curve": result.curve,
+                    "sums": sums, "count": count, "train_seconds": t_train + elapsed, "eval_seconds": t_eval})
+                t0 = time.perf_counter() - elapsed
+        else:
+            result.steps = total
+    finally:
+        bar.close()
+        # The caller gets its model back as it gave it: on the CPU, without Accelerate's wrappers (mixed
+        # precision patches forward), ready to save, export to ONNX or time.
+        accelerator.unwrap_model(model, keep_fp32_wrapper=False).to("cpu")
+        if teacher_model is not None:
+            teacher_model.to("cpu")
+        if device.type != "cpu":  # give the GPU memory back for the next run (a gc pass; not worth it on the CPU)
+            accelerator.free_memory()
+    if fingerprint and checkpoint_dir is not None and write and result.steps:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     result.total_steps, result.train_seconds, result.eval_seconds = total, t_train, t_eval
     return result

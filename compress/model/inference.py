@@ -54,10 +54,11 @@ def predict_logits(model: nn.Module, split: Split, batch_size: int = 64, task_ty
     was_training = model.training
     model.eval()
     names = output_names(task_type)
+    device = next(model.parameters()).device  # the batches go where the model is (a GPU during training)
 
     def run(batch):
-        res = model(**batch)
-        return {k: getattr(res, k).float().numpy() for k in names}
+        res = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()})
+        return {k: getattr(res, k).float().cpu().numpy() for k in names}
 
     try:
         return _predict(run, split, batch_size, task_type, progress, f"predict {split.name}")

@@ -293,10 +293,11 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def teacher_outputs(teacher: nn.Module, fingerprint: str, data: TaskData, split: Split, cache_dir: Path,
-                    batch_size: int = 128) -> dict[str, np.ndarray]:
+                    batch_size: int = 128, device: str = "cpu") -> dict[str, np.ndarray]:
     """The teacher's logits on every row of `split`, computed once and kept as safetensors.
 
-    `fingerprint` is the teacher's model_fingerprint: with the split's key it names the cache file.
+    `fingerprint` is the teacher's model_fingerprint: with the split's key it names the cache file. `device`
+    (a resolved torch device, e.g. "cuda") is where the batches run; the teacher is back on the CPU after.
     """
     key = hashlib.sha256(f"{fingerprint}-{split.key}".encode()).hexdigest()[:20]
     path = cache_dir / f"teacher-outputs-{split.name}-{key}.safetensors"
@@ -306,7 +307,10 @@ def teacher_outputs(teacher: nn.Module, fingerprint: str, data: TaskData, split:
             return arrays
         log.warning("cached teacher outputs %s do not match the split; recomputing", path)
     log.info("computing teacher outputs on %d %s rows (cached at %s)", len(split), split.name, path)
-    arrays = predict_logits(teacher, split, batch_size, data.task.type, progress=True)
+    from ..distill.devices import placed  # NOTE: here, not at the top: compress.distill imports this module
+
+    with placed(teacher, device):
+        arrays = predict_logits(teacher, split, batch_size, data.task.type, progress=True)
     save_atomic({k: v.astype(np.float32) for k, v in arrays.items()}, path)
     return arrays
 

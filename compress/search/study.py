@@ -50,6 +50,7 @@ from .objectives import (
     MEASURES, Constraint, SearchError, capacity_measures, export_sample, measure_teacher, metric_names,
     objective_directions, paired_latency, search_constraints, wanted_capacity,
 )
+from .placement import plan_workers
 from .results import write_outputs
 from .space import SearchSpace
 from .storage import open_study
@@ -377,11 +378,13 @@ def run_search(cfg: JobConfig, config_path: str, workers: int = 1) -> None:
         run_worker(cfg)
         return
     prepare_search(cfg)  # caches, study and baseline exist before the workers start
-    threads = max(1, (cfg.threads or os.cpu_count() or 1) // workers)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    slots = plan_workers(cfg.distill.train.device, workers, cfg.threads)
+    for slot in slots:
+        print(slot.describe(), flush=True)
     procs = [subprocess.Popen([sys.executable, "-m", "compress", "search", config_path, "--worker",
-                               "--threads", str(threads), "--workers-hint", str(workers)], env=env)
-             for _ in range(workers)]
+                               "--threads", str(slot.threads), "--workers-hint", str(workers)],
+                              env={**os.environ, **slot.env})
+             for slot in slots]
     codes = [p.wait() for p in procs]
     if any(codes):
         raise SearchError(f"worker exit codes {codes}; the study keeps every finished trial: run the same "

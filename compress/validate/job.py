@@ -169,3 +169,24 @@ def check_agora(cfg: JobConfig, command: str, space: Any, found: list[str]) -> N
         found.append(f"config key 'search.space.alpha_hidden' reaches {high:g} with finetune: agora; {why}: remove "
                      "alpha_hidden from search.space, or set finetune: distill")
 
+
+
+def check_devices(cfg: JobConfig, command: str, report: Report) -> None:
+    """The training sections' device and mixed precision against this machine (before any data is read)."""
+    from ..distill.devices import DeviceError, check_precision, resolve_device
+
+    sections = {"teacher.train": cfg.teacher.train} if command == "teacher" else {
+        "teacher.train": cfg.teacher.train, "distill.train": cfg.distill.train}
+    for where, tc in sections.items():
+        try:
+            check_precision(tc.mixed_precision, resolve_device(tc.device, f"{where}.device"),
+                            f"{where}.mixed_precision")
+        except DeviceError as exc:
+            report.errors.append(str(exc))
+    if command in ("search", "validate"):
+        from ..deploy.onnxrt import check_provider
+
+        try:
+            check_provider(cfg.search.latency.provider)
+        except ValueError as exc:
+            report.errors.append(str(exc))

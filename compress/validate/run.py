@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import ConfigError, FptasConfig, JobConfig, SearchConfig, load_config
 from .data import check_data
 from .findings import COMMANDS, Report, ValidationError
-from .job import check_agora, check_fptas, check_layer_map, check_search, check_student
+from .job import check_agora, check_devices, check_fptas, check_layer_map, check_search, check_student
 from .teacher import check_head, check_teacher
 
 # NOTE: the package's logger, so preflight warnings read "WARNING compress.validate: ..." as they always have
@@ -50,6 +50,7 @@ def validate(cfg: JobConfig, command: str = "validate", student: str | None = No
     if command not in COMMANDS:
         raise ValueError(f"validate: command {command!r} is not one of {', '.join(COMMANDS)}")
     report = Report()
+    check_devices(cfg, command, report)
     teacher = check_teacher(cfg, command, report)  # None: unusable (the errors say why); checks needing it skip
     num_labels = check_data(cfg, command, report, teacher.tokenizer if teacher else None, lengths)
     if teacher is not None:
