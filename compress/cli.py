@@ -262,6 +262,30 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from .search import open_study, write_outputs
+    from .search.intervals import with_interval
+    from .search.promote import promote_frontier
+
+    cfg = load_run_config(args.run)
+    doc = promote_frontier(cfg, args.top)
+    write_outputs(cfg, open_study(cfg, create=False))
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    print(f"promoted {len(doc['points'])} frontier points to all {doc['train_rows']:,} training rows "
+          f"(latency: median [95% interval], timed together with the teacher):")
+    print(f"  {'trial':>5} {'metric (budget -> all rows)':>30} {'latency ms':>22} {'ratio':>22}  frontier")
+    for p in doc["points"]:
+        low = p["low_budget"]
+        print(f"  {p['trial']:>5} {_fmt(low.get('value')):>13} -> {_fmt(p['value']):<13} "
+              f"{with_interval(p['latency_ms'], p['latency_ci95_ms']):>22} "
+              f"{with_interval(p['latency_ratio'], p['latency_ratio_ci95'], '.3f'):>22}  "
+              f"{'yes' if p['trial'] in doc['frontier'] else 'no'}")
+    print(f"written: {cfg.run_dir / 'promoted.json'}; frontier.json and the report show the promoted frontier")
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from .search import study_summary
     from .search.intervals import with_interval as _with_ci
@@ -276,6 +300,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
           f"feasible {s['feasible']}")
     if s["eta_seconds"] is not None:
         print(f"time left: about {s['eta_seconds'] / 60:.0f} min; early stopping saved {s['early_stopping_saved_seconds'] / 60:.1f} min")
+    if fid := s.get("fidelity"):
+        rungs = "; ".join(f"rung {r['rung']} ({rows:,} rows): {r['complete']} done, {r['feasible']} feasible"
+                          for r, rows in zip(fid["trials_by_rung"], fid["rows"]))
+        print(f"multi-fidelity (best 1/{fid['reduction']} of each rung promoted; frontier from the top rung): {rungs}")
+    print(f"compute: {s['compute']['rows_seen']:,} training rows seen, {s['compute']['trial_seconds'] / 60:.1f} trial-min")
     conf = s.get("confirmation")
     t = s.get("teacher") or {}
     if t:
@@ -365,6 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: search.confirm.rounds)")
     c.add_argument("--json", action="store_true", help="print the confirmation record as JSON")
     c.set_defaults(func=_cmd_confirm)
+
+    pr = sub.add_parser("promote", help="retrain the frontier (or its best K points) on every training row, score "
+                                        "and time it again; writes RUN/promoted.json")
+    pr.add_argument("run", help="run directory (runs/<name>) or the job's YAML config")
+    pr.add_argument("--top", type=int, default=None, help="promote the best K frontier points (default: all)")
+    pr.add_argument("--json", action="store_true", help="print promoted.json")
+    pr.set_defaults(func=_cmd_promote)
 
     for name, helptext in (("export", "make the fp32, optimized and int8 ONNX variants of a trial and re-measure each"),
                            ("package", "store a trial's ONNX variant as a BentoML model for `bentoml serve`")):

@@ -9,10 +9,12 @@ from .schema import (
     AgoraConfig, DataConfig, DistillConfig, JobConfig, SourceConfig, SplitConfig, TaskConfig, TeacherConfig,
     ThetaConfig, TrainConfig,
 )
-from .search import ConfirmConfig, EarlyStopConfig, FptasConfig, LatencyConfig, ReportConfig, SearchConfig
+from .search import (
+    ConfirmConfig, EarlyStopConfig, FidelityConfig, FptasConfig, LatencyConfig, ReportConfig, SearchConfig,
+)
 
 __all__ = [
-    "AgoraConfig", "ConfigError", "ConfirmConfig", "DataConfig", "DistillConfig", "EarlyStopConfig", "FptasConfig", "JobConfig",
+    "AgoraConfig", "ConfigError", "ConfirmConfig", "DataConfig", "DistillConfig", "EarlyStopConfig", "FidelityConfig", "FptasConfig", "JobConfig",
     "LatencyConfig", "ReportConfig", "SearchConfig", "SourceConfig", "SplitConfig", "TaskConfig", "TeacherConfig",
     "ThetaConfig", "TrainConfig", "build", "from_mapping", "invalid", "load_config", "load_run_config", "to_dict",
 ]

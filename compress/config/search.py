@@ -101,6 +101,31 @@ class ConfirmConfig:
 
 
 @dataclass(frozen=True)
+class FidelityConfig:
+    """Multi-fidelity search (compress/search/fidelity.py): trials start on rows[0] training rows and the best
+    1/reduction of each rung (constrained non-dominated sorting) go on to the next, up to rows[-1]."""
+
+    enabled: bool = False
+    rows: tuple[int, ...] = ()  # training rows of each rung, increasing; the last may exceed the split (= all rows)
+    reduction: int = 3  # η: the best ⌊n/η⌋ of a rung's n completed trials are promoted
+    seed: int = 0  # the permutation whose first rows[r] rows are rung r's (nested rungs)
+    promote_top: int = 0  # after the search, retrain the best K frontier points on all rows (compress promote); 0: no
+
+    def __post_init__(self) -> None:
+        if self.promote_top < 0:
+            raise invalid("search.fidelity.promote_top", self.promote_top, "must be 0 (off) or a number of points")
+        if self.reduction < 2:
+            raise invalid("search.fidelity.reduction", self.reduction, "must be at least 2 (3 keeps the best third)")
+        if self.enabled:
+            rows = list(self.rows)
+            if len(rows) < 2:
+                raise invalid("search.fidelity.rows", rows, "give at least two rungs of training rows, e.g. "
+                                                            "[1500, 6000, 12000]")
+            if any(r < 1 for r in rows) or any(b <= a for a, b in zip(rows, rows[1:])):
+                raise invalid("search.fidelity.rows", rows, "must be positive and strictly increasing")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """The multi-objective study: what is searched, what is optimised, what must hold, where it is stored."""
 
@@ -119,6 +144,7 @@ class SearchConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
     early_stopping: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     export_atol: float = 1e-3  # largest |ONNX - PyTorch| output difference accepted; more fails the trial
     precision: Literal["fp32", "optimized", "int8"] = "fp32"  # the variant trials deploy and measure, unless searched
     heartbeat_interval: float = 10.0  # seconds between a running trial's heartbeats

@@ -56,6 +56,14 @@ class Split:
                     out[k] = torch.from_numpy(self.arrays[k][idx])
         return out
 
+    def take(self, rows: np.ndarray, tag: str) -> "Split":
+        """Feature rows `rows` (e.g. a multi-fidelity rung's training rows) and their examples; QA windows keep
+        the whole example list, so their example_index still points at their questions. `tag` names the
+        selection in the cache key."""
+        idx = np.asarray(rows)
+        examples = self.examples if "example_index" in self.arrays else [self.examples[i] for i in idx]
+        return Split(self.name, {k: v[idx] for k, v in self.arrays.items()}, examples, f"{self.key}-{tag}")
+
     def subset(self, n: int) -> "Split":
         """The first `n` examples and their features (for quick intermediate evaluations)."""
         if n >= len(self.examples):

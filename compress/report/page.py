@@ -108,6 +108,17 @@ def build_tables(data: dict[str, Any], cfg: JobConfig, scen: list[dict[str, Any]
                      _fmt(base.get("size_mb"), ".1f")])
     t["references"] = (["model", *metric_cols, "params", "latency ms [95% CI]", "ratio to teacher [95% CI]",
                         "latency figure", "size MB"], refs)
+    promo = doc.get("promotion")
+    if promo:
+        rows = []
+        for pt in promo["points"]:
+            low = pt.get("low_budget") or {}
+            rows.append([str(pt["trial"]), f"{pt['train_rows']:,}", _fmt(pt.get("value")),
+                         f"{low.get('train_rows') or 0:,}", _fmt(low.get("value")), f"{pt['params']:,}",
+                         _latency(pt), _ratio(pt), _latency(low), "yes" if pt["trial"] in promo["frontier"] else ""])
+        t["promoted"] = (["trial", "rows (promoted)", metric, "rows (search)", f"{metric} (search)", "params",
+                          "latency ms [95% CI]", "ratio to teacher [95% CI]", "latency ms (search)",
+                          "promoted frontier"], rows)
     t["preferences"] = (["parameter", "frontier", "all completed trials"],
                         [[p["parameter"], p["frontier"], p["all"]] for p in prefs])
     if qa:
@@ -158,6 +169,25 @@ def latency_note(doc: dict[str, Any]) -> str:
         text += ("Ties (intervals overlap on every objective they differ in, so neither is shown as better): "
                  + ", ".join(f"trials {a} and {b}" for a, b in ties) + ".")
     return text.strip()
+
+
+def fidelity_note(doc: dict[str, Any]) -> str | None:
+    """What a multi-fidelity study and a promotion did, in one paragraph (None for a plain study)."""
+    fid, promo = doc.get("fidelity"), doc.get("promotion")
+    parts = []
+    if fid:
+        rungs = ", ".join(f"{rows:,} rows ({r['complete']} trials)" for r, rows in zip(fid["trials_by_rung"], fid["rows"]))
+        parts.append(f"Multi-fidelity search: rungs of {rungs}; the best 1/{fid['reduction']} of each rung went on to "
+                     "the next (constrained non-dominated sorting); the frontier above is the top rung's.")
+    if promo:
+        parts.append(f"Promoted: {len(promo['points'])} frontier points retrained on all {promo['train_rows']:,} "
+                     f"training rows and timed with the teacher ({promo['at']}); promoted frontier: trials "
+                     f"{', '.join(str(n) for n in promo['frontier'])}. The table below shows both budgets' figures.")
+    c = doc.get("compute")
+    if c and (fid or promo):
+        parts.append(f"Compute of the search: {c['rows_seen']:,} training rows seen, {c['trial_seconds'] / 60:.1f} "
+                     "trial-minutes.")
+    return " ".join(parts) or None
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -257,6 +287,8 @@ thresholds.</p>
 <p>{html.escape(latency_note(doc))}</p>
 {_html_table(*page_tables['frontier'])}
 {_html_table(*page_tables['references'])}
+{f'<h2>Training budget and promotion</h2><p>{html.escape(fnote)}</p>' if (fnote := fidelity_note(doc)) else ''}
+{_html_table(*page_tables['promoted']) if 'promoted' in page_tables else ''}
 <h2>What matters</h2>
 {plots('importance') or '<p>Parameter importance needs at least 3 completed trials.</p>'}
 {_html_table(*page_tables['preferences'])}
@@ -285,7 +317,9 @@ def markdown_page(cfg: JobConfig, data: dict[str, Any], page_tables: dict[str, t
           "## Scenarios", "", "Differences are to the baseline: the metric in points, size and latency in percent.", "",
           *([note, ""] if note else []), _md_table(*page_tables["scenarios"]), "", "## Pareto frontier", "",
           images("pareto"), "", latency_note(doc), "",
-          _md_table(*page_tables["frontier"]), "", _md_table(*page_tables["references"]), "", "## What matters", "",
+          _md_table(*page_tables["frontier"]), "", _md_table(*page_tables["references"]), "",
+          *(["## Training budget and promotion", "", fnote, ""] if (fnote := fidelity_note(doc)) else []),
+          *([_md_table(*page_tables["promoted"]), ""] if "promoted" in page_tables else []), "## What matters", "",
           images("importance"), "", _md_table(*page_tables["preferences"]), "", images("parallel"), "",
           "## Training curves", "", images("curves") or "No training curves found.", ""]
     if qa and "table" in qa:

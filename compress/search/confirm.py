@@ -32,7 +32,7 @@ from .heldout import heldout_data
 from .objectives import (
     Constraint, latency_settings, metric_names, search_constraints, teacher_reference, wanted_capacity,
 )
-from .pareto import INTERVALS, baseline_trial, confirmation, frontier, frontier_ties, near_frontier
+from .pareto import INTERVALS, baseline_trial, confirmation, frontier, frontier_ties, near_frontier, on_top_rung
 
 __all__ = ["confirm_candidates", "confirm_study", "needs_confirmation"]
 
@@ -71,7 +71,9 @@ def confirm_candidates(cfg: JobConfig, study: optuna.Study) -> list[FrozenTrial]
     constraints = search_constraints(cfg, metric_names(cfg))
     front = frontier(study)
     near = [t for t in near_frontier(study) if t not in front]
-    edge = [t for t in _complete(study) if not t.user_attrs.get("feasible") and _optimistic_feasible(t, constraints)]
+    top = on_top_rung(study)
+    edge = [t for t in _complete(study) if not t.user_attrs.get("feasible") and top(t)
+            and _optimistic_feasible(t, constraints)]
     out: list[FrozenTrial] = []
     for t in front + near + edge:
         onnx = t.user_attrs.get("onnx")

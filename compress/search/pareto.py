@@ -63,6 +63,9 @@ def trial_record(t: FrozenTrial, objectives: list[str], confirmed: dict[str, Any
         "spec": ua.get("spec"), "distill": ua.get("distill"), "timings": ua.get("timings"),
         "steps": ua.get("steps"), "total_steps": ua.get("total_steps"), "dir": ua.get("dir"), "onnx": ua.get("onnx"),
         "precision": ua.get("precision", "fp32"),
+        # multi-fidelity: the rung (training-row budget) it ran at and the trial it was promoted from
+        "rung": ua.get("rung"), "promoted_from": ua.get("promoted_from"), "train_rows": ua.get("train_rows"),
+        "rows_seen": ua.get("rows_seen"),
         "metrics": ua.get("metrics"), "latency_method": ua.get("latency_method"),
         "started": t.datetime_start.isoformat() if t.datetime_start else None,
         "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
@@ -117,15 +120,26 @@ def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
     return better
 
 
+def on_top_rung(study: optuna.Study):
+    """A test for trials comparable with each other: every trial, or in a multi-fidelity study those of the top
+    rung (trained on the most rows); lower rungs never enter the frontier."""
+    fid = study.user_attrs.get("fidelity")
+    if not fid:
+        return lambda t: True
+    top = len(fid["rows"]) - 1
+    return lambda t: int(t.user_attrs.get("rung", 0)) == top
+
+
 def _points(study: optuna.Study) -> tuple[list[tuple[FrozenTrial, list[Value]]], list[str]]:
     """(trial, objective values with intervals) of every feasible completed trial, confirmed figures applied."""
     directions = [d.name.lower() for d in study.directions]
     objectives = study.user_attrs.get("objectives") or [f"objective {i}" for i in range(len(directions))]
     confirmed = _confirmed_trials(study)
+    top = on_top_rung(study)
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         rec = trial_record(t, objectives, confirmed.get(str(t.number)))
-        if rec["feasible"] and t.user_attrs.get("state") == "complete":
+        if rec["feasible"] and t.user_attrs.get("state") == "complete" and top(t):
             out.append((t, record_values(rec, objectives, t.values)))
     return out, directions
 

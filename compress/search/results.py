@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from ..artifacts import atomic_write, write_json
 from ..config import JobConfig
@@ -115,11 +115,38 @@ def frontier_document(cfg: JobConfig, study: optuna.Study) -> dict[str, Any]:
                      "intervals apart, on one (latency figures carry their bootstrap 95% intervals; metrics and "
                      "sizes are exact); points whose intervals overlap on every objective they differ in are ties",
         "confirmation": _confirmation_block(conf) if conf else None,
+        "compute": compute_spent(study),
+        "promotion": study.user_attrs.get("promotion"),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if fid := study.user_attrs.get("fidelity"):
+        doc["fidelity"] = {**fid, "rule": "asynchronous successive halving: the best floor(n/reduction) completed "
+                                          "trials of a rung go on to the next, ranked by constrained non-dominated "
+                                          "sorting (feasible first; fronts; crowding distance; infeasible by total "
+                                          "violation); the frontier is the top rung's",
+                           "trials_by_rung": _by_rung(recs.values(), len(fid["rows"]))}
     if splits is not None:
         doc.update(splits)
     return doc
+
+
+def compute_spent(study: optuna.Study) -> dict[str, Any]:
+    """Training compute of the finished trials: rows the optimiser saw (training-row passes) and wall seconds."""
+    rows = secs = 0.0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        rows += float(t.user_attrs.get("rows_seen") or 0)
+        secs += float((t.user_attrs.get("timings") or {}).get("total_s") or 0)
+    return {"rows_seen": int(rows), "trial_seconds": round(secs, 1),
+            "unit": "rows seen by the optimiser over all completed trials (steps x batch size); seconds of each "
+                    "trial from build to measurement, summed over trials"}
+
+
+def _by_rung(recs, n_rungs: int) -> list[dict[str, Any]]:
+    out = []
+    for r in range(n_rungs):
+        at = [x for x in recs if (x.get("rung") or 0) == r and x["state"] == "complete"]
+        out.append({"rung": r, "complete": len(at), "feasible": sum(bool(x["feasible"]) for x in at)})
+    return out
 
 
 def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
@@ -130,7 +157,8 @@ def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
     fpath, cpath = cfg.run_dir / "frontier.json", cfg.run_dir / "trials.csv"
     write_json(fpath, doc)
     cols = ["number", "state", "baseline", "feasible", "metric", "value", *MEASURES, "latency_ci95_ms",
-            "latency_ratio_ci95", "latency_source", "latency_p90_ms", "precision",
+            "latency_ratio_ci95", "latency_source", "latency_p90_ms", "precision", "rung", "promoted_from",
+            "train_rows", "rows_seen",
             "distill_s", "evaluate_s", "export_s", "variant_s", "measure_s", "total_s", "steps", "total_steps",
             "reason", "params_searched", "dir"]
 
@@ -193,6 +221,8 @@ def study_summary(cfg: JobConfig, study: optuna.Study | None = None) -> dict[str
         "ties": frontier_ties(study),
         "confirmation": _confirmation_block(conf) if (conf := confirmation(study)) else None,
         "eta_seconds": eta, "early_stopping_saved_seconds": round(saved, 1),
-        "teacher": teacher_record(study), "warnings": warnings,
+        "teacher": teacher_record(study), "warnings": warnings, "compute": compute_spent(study),
+        "fidelity": ({**fid, "trials_by_rung": _by_rung(recs, len(fid["rows"]))}
+                     if (fid := study.user_attrs.get("fidelity")) else None),
     }
 

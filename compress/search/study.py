@@ -50,6 +50,7 @@ from .objectives import (
     MEASURES, Constraint, SearchError, capacity_measures, export_sample, measure_teacher, metric_names,
     objective_directions, paired_latency, search_constraints, wanted_capacity,
 )
+from .fidelity import duplicate_of, promote_next, rung_context, rung_rows
 from .placement import plan_workers
 from .results import write_outputs
 from .space import SearchSpace
@@ -109,7 +110,7 @@ def reap_stale_trials(study: optuna.Study, grace: float) -> list[int]:
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except Exception:  # noqa: BLE001 - another worker reaped it first (or it just finished)
             continue
-        attrs = {k: v for k, v in t.user_attrs.items() if k in ("baseline",)}
+        attrs = {k: v for k, v in t.user_attrs.items() if k in ("baseline", "rung", "promoted_from")}
         study.enqueue_trial(t.params, user_attrs={**attrs, "retry_of": t.number})
         log.warning("trial %d lost its worker; enqueued a re-run with the same parameters", t.number)
         reaped.append(t.number)
@@ -143,6 +144,27 @@ def _early_stopper(cfg: JobConfig, constraints: list[Constraint]):
     return on_eval
 
 
+def deploy_model(ctx, cfg: JobConfig, trial_dir, precision: str, pytorch_metrics: dict[str, Any]) -> dict[str, Any]:
+    """Export trial_dir/model to ONNX (checked against PyTorch), make the `precision` variant and score it: what
+    is deployed and its metrics (PyTorch's for fp32, which the export matches within search.export_atol)."""
+    t0 = time.perf_counter()
+    exported = export_onnx(trial_dir / "model", trial_dir / "onnx", cfg.task.type, sample=export_sample(ctx),
+                           atol=cfg.search.export_atol)
+    out: dict[str, Any] = {"exported": exported, "deployed": exported.path, "size_bytes": exported.size_bytes,
+                           "metrics": pytorch_metrics, "variant": None, "export_s": round(time.perf_counter() - t0, 2),
+                           "variant_s": 0.0, "metric_source": "PyTorch on the full eval split; the fp32 ONNX file "
+                                                              "matches it within search.export_atol"}
+    if precision != "fp32":
+        t0 = time.perf_counter()
+        variant = make_variant(trial_dir / "onnx", variant_dir(trial_dir, precision), precision,
+                               cfg.search.export_atol)
+        out["metrics"], _ = evaluate_onnx(variant.path, ctx.data, threads=cfg.search.latency.threads)
+        out.update(deployed=variant.path, size_bytes=variant.size_bytes, variant=variant,
+                   metric_source=f"ONNX Runtime on the {precision} variant ({variant.path}), full eval split",
+                   variant_s=round(time.perf_counter() - t0, 2))
+    return out
+
+
 def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, objectives, constraints,
               workers: int = 1) -> list[float]:
     """Build, distill, evaluate, export (validated), measure; everything lands on the trial and its folder."""
@@ -151,6 +173,10 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     values = space.suggest(trial)
     spec, distill = space.settings(values)
     trial_dir = cfg.run_dir / "trials" / str(trial.number)
+    if cfg.search.fidelity.enabled:  # this trial's rung: its share of the training rows (nested across rungs)
+        ctx, rung, rows = rung_context(ctx, cfg, trial.user_attrs.get("rung", 0))
+        trial.set_user_attr("rung", rung)
+        trial.set_user_attr("train_rows", rows)
     trial.set_user_attr("dir", str(trial_dir))
     trial.set_user_attr("spec", spec.to_json())
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -164,23 +190,12 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
                             on_eval=_early_stopper(cfg, constraints), lock_dir=lock_dir)
     t_distilled = time.perf_counter()
 
-    t0 = time.perf_counter()
-    exported = export_onnx(trial_dir / "model", trial_dir / "onnx", cfg.task.type, sample=export_sample(ctx),
-                           atol=cfg.search.export_atol)
-    t_export = time.perf_counter() - t0
     precision = space.precision(values)
-    deployed, size_bytes, metrics = exported.path, exported.size_bytes, m["metrics"]
-    metric_source = "PyTorch on the full eval split; the fp32 ONNX file matches it within search.export_atol"
-    t_variant = 0.0
-    if precision != "fp32":
-        t0 = time.perf_counter()
-        variant = make_variant(trial_dir / "onnx", variant_dir(trial_dir, precision), precision,
-                               cfg.search.export_atol)
-        metrics, _ = evaluate_onnx(variant.path, ctx.data, threads=cfg.search.latency.threads)
-        deployed, size_bytes = variant.path, variant.size_bytes
-        metric_source = f"ONNX Runtime on the {precision} variant ({variant.path}), full eval split"
-        trial.set_user_attr("variant", variant.to_json())
-        t_variant = time.perf_counter() - t0
+    dep = deploy_model(ctx, cfg, trial_dir, precision, m["metrics"])
+    exported, deployed, size_bytes, metrics = dep["exported"], dep["deployed"], dep["size_bytes"], dep["metrics"]
+    metric_source, t_export, t_variant = dep["metric_source"], dep["export_s"], dep["variant_s"]
+    if dep["variant"] is not None:
+        trial.set_user_attr("variant", dep["variant"].to_json())
     t0 = time.perf_counter()
     with measuring(lock_dir) as hold:  # no training step of any worker on this machine runs meanwhile
         lat = paired_latency(deployed, ctx.data.eval, cfg)
@@ -203,7 +218,7 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     for name, v in zip(names, violations):
         trial.set_constraint(name, float(v))  # samplers learn the infeasible region from these
     timings = {"distill_s": m["train_seconds"], "evaluate_s": m["eval_seconds"],
-               "export_s": round(t_export, 2), "variant_s": round(t_variant, 2), "measure_s": round(t_measure, 2),
+               "export_s": t_export, "variant_s": t_variant, "measure_s": round(t_measure, 2),
                "build_and_io_s": round(t_distilled - t_start - m["train_seconds"] - m["eval_seconds"], 2),
                "total_s": round(time.perf_counter() - t_start, 2)}
     record = {
@@ -216,6 +231,9 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
         **{k: capacity[k] for k in ("throughput_ci95", "throughput_method", "peak_memory_method") if k in capacity}, "onnx": str(deployed), "onnx_fp32": str(exported.path),
         "onnx_max_abs_diff": exported.max_abs_diff, "timings": timings, "distill": to_dict(distill),
         "steps": m["steps"], "total_steps": m.get("total_steps", m["steps"]),
+        "train_rows": len(ctx.data.train),
+        # compute, in training-row passes: rows the optimiser saw (steps × batch size; Agora: every θ's run)
+        "rows_seen": m.get("rows_seen", m["steps"] * distill.train.batch_size),
         "constraints": violations, "constraint_names": names,
     }
     for k, v in record.items():
@@ -229,15 +247,28 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
 # Workers
 
 
-def _counts(study: optuna.Study) -> dict[str, int]:
-    c = {"complete": 0, "running": 0, "waiting": 0, "failed": 0, "pruned": 0}
+def _counts_towards_target(t: FrozenTrial, fid: dict | None) -> bool:
+    """Whether a trial is one of the study's n_trials: every trial, or with rungs the sampler's (rung 0) and the
+    baseline."""
+    return not fid or t.user_attrs.get("promoted_from") is None
+
+
+def _counts(study: optuna.Study, fid: dict | None = None) -> dict[str, int]:
+    """Trials by state; `complete`, `running` and `waiting` count the trials towards n_trials (with rungs, not the
+    promotions), `running_all` every running trial."""
+    c = {"complete": 0, "running": 0, "waiting": 0, "failed": 0, "pruned": 0, "running_all": 0}
     for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            c["running_all"] += 1
+        if t.state == TrialState.WAITING:
+            c["waiting"] += 1  # promotions included: they run before new trials
+            continue
+        if not _counts_towards_target(t, fid) and t.state in (TrialState.COMPLETE, TrialState.RUNNING):
+            continue
         if t.state == TrialState.COMPLETE:
             c["complete"] += 1
         elif t.state == TrialState.RUNNING:
             c["running"] += 1
-        elif t.state == TrialState.WAITING:
-            c["waiting"] += 1
         elif t.state == TrialState.FAIL and t.user_attrs.get("state") != "lost":
             c["failed"] += 1
         elif t.state == TrialState.PRUNED:
@@ -245,10 +276,12 @@ def _counts(study: optuna.Study) -> dict[str, int]:
     return c
 
 
-def _enqueue_baseline(study: optuna.Study, space: SearchSpace) -> None:
+def _enqueue_baseline(study: optuna.Study, space: SearchSpace, rung: int | None = None) -> None:
+    """The baseline, first; with rungs at the top rung directly (it is the reference of the reported frontier)."""
     if any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)):
         return
-    study.enqueue_trial(space.baseline_values(), user_attrs={"baseline": True})
+    study.enqueue_trial(space.baseline_values(), user_attrs={"baseline": True,
+                                                             **({"rung": rung} if rung is not None else {})})
 
 
 def prepare_search(cfg: JobConfig, progress: bool = True):
@@ -259,8 +292,20 @@ def prepare_search(cfg: JobConfig, progress: bool = True):
     space = SearchSpace.from_config(cfg, ctx.teacher.config)
     objective_directions(cfg), search_constraints(cfg, metric_names(cfg))  # refuse bad objectives/constraints up front
     study = open_study(cfg, space)
+    fc = cfg.search.fidelity
+    if fc.enabled:
+        fid = {"rows": rung_rows(len(ctx.data.train), fc.rows), "reduction": fc.reduction, "seed": fc.seed,
+               "unit": "training rows (QA: windows)"}
+        known = study.user_attrs.get("fidelity")
+        if known and known != fid:
+            raise SearchError(f"this study was run with search.fidelity {known}, the config now gives {fid}; "
+                              "rungs cannot change under a running study: restore them or use a new name:")
+        study.set_user_attr("fidelity", fid)
+    elif study.user_attrs.get("fidelity"):
+        raise SearchError("this study was run with search.fidelity on and the config now turns it off; restore "
+                          "search.fidelity or use a new name:")
     if cfg.search.baseline:
-        _enqueue_baseline(study, space)
+        _enqueue_baseline(study, space, len(fc.rows) - 1 if fc.enabled else None)
     teacher = measure_teacher(ctx, cfg)
     study.set_user_attr("teacher", {**{k: teacher[k] for k in ("metric", "params", "latency_ms", "size_mb")},
                                     **{k: teacher[k] for k in ("throughput", "peak_memory_mb") if k in teacher},
@@ -276,6 +321,7 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout:
     worker and off for the workers `run_search` starts (it scores once, after all of them).
     """
     ctx, space, study = prepare_search(cfg, progress)
+    fid = study.user_attrs.get("fidelity")
     objectives = objective_directions(cfg)
     constraints = search_constraints(cfg, metric_names(cfg))
     target = cfg.search.n_trials
@@ -283,11 +329,17 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout:
     poll = min(cfg.search.heartbeat_interval, 5.0)
 
     def objective(trial: optuna.Trial) -> list[float]:
-        # Budget check against other workers: only the `target` lowest-numbered live trials may run.
-        live = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+        # Budget check against other workers: only the `target` lowest-numbered live trials may run (with rungs:
+        # of the sampler's trials; promotions are extra).
+        live = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                      if _counts_towards_target(t, fid))
         if trial.number in live and live.index(trial.number) >= target:
             trial.set_user_attr("state", "surplus")
             trial.set_user_attr("reason", "the study already had enough trials when this one started")
+            raise optuna.TrialPruned()
+        if fid and (twin := duplicate_of(study, trial.number, trial.user_attrs.get("promoted_from"))) is not None:
+            trial.set_user_attr("state", "duplicate")
+            trial.set_user_attr("reason", f"trial {twin} already promotes trial {trial.user_attrs['promoted_from']}")
             raise optuna.TrialPruned()
         with _Heartbeat(study, trial._trial_id, cfg.search.heartbeat_interval):
             try:
@@ -304,9 +356,14 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout:
 
     while True:
         reap_stale_trials(study, cfg.search.grace_period)
-        c = _counts(study)
-        if c["complete"] >= target:
+        c = _counts(study, fid)
+        if fid and c["waiting"] == 0 and promote_next(study, len(fid["rows"]), fid["reduction"]) is not None:
+            c = _counts(study, fid)  # a promotion is waiting now: it runs before any new trial
+        if c["complete"] >= target and (not fid or (c["waiting"] == 0 and c["running_all"] == 0)):
             break
+        if fid and c["complete"] >= target and c["waiting"] == 0:
+            time.sleep(poll)  # promotions of other workers' trials may follow when they finish
+            continue
         if c["failed"] >= max_failed:
             raise SearchError(f"{c['failed']} trials failed (search.max_failed_trials={max_failed}); see "
                               f"`compress status {cfg.run_dir}` for their reasons")
@@ -321,8 +378,20 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout:
     last = workers <= 1 if heldout is None else heldout  # this process finishes the study
     if last and needs_confirmation(cfg, study):
         confirm_and_report(cfg, study, ctx.data)
+    if last and cfg.search.fidelity.promote_top and not study.user_attrs.get("promotion"):
+        _promote(cfg, study)
     if last and cfg.data.has_test:
         _heldout(cfg, study, ctx.data)
+
+
+def _promote(cfg: JobConfig, study: optuna.Study) -> None:
+    """search.fidelity.promote_top: the best K frontier points retrained on all rows (compress.search.promote)."""
+    from .promote import promote_frontier  # NOTE: here: promote imports this module's deploy_model
+
+    doc = promote_frontier(cfg, cfg.search.fidelity.promote_top, progress=False)
+    write_outputs(cfg, study)
+    print(f"promoted {len(doc['points'])} frontier points to all {doc['train_rows']:,} training rows; promoted "
+          f"frontier {doc['frontier']} (RUN/promoted.json)", flush=True)
 
 
 def confirm_and_report(cfg: JobConfig, study: optuna.Study, data=None) -> dict[str, Any]:
@@ -393,6 +462,8 @@ def run_search(cfg: JobConfig, config_path: str, workers: int = 1) -> None:
     write_outputs(cfg, study)
     if needs_confirmation(cfg, study):  # once, after every worker: no training shares the cores any more
         confirm_and_report(cfg, study)
+    if cfg.search.fidelity.promote_top and not study.user_attrs.get("promotion"):
+        _promote(cfg, study)
     if cfg.data.has_test:  # once, after every worker: the frontier is final now
         _heldout(cfg, study)
 

@@ -1,0 +1,208 @@
+"""Multi-fidelity search: trials start on a few training rows and only the promising ones go on to more.
+
+Rungs are training-row budgets (`search.fidelity.rows`, e.g. [1500, 6000, 12000]); rung r trains on the first
+rows[r] rows of one seeded permutation of the training split, so a rung's rows contain every smaller rung's.
+The sampler's trials run at rung 0. A trial is *promoted* by enqueuing a new trial with the same parameters at
+the next rung (user attributes `rung` and `promoted_from`): everything lives in Optuna's storage, so resume,
+several workers and several machines keep working, and a killed worker's rung is re-run by the heartbeat
+reaper like any other trial.
+
+The promotion rule (asynchronous successive halving, ASHA, with a multi-objective, constrained ranking):
+whenever a worker is free, for each rung from the highest below the top down to rung 0, the completed trials
+of that rung are ranked (`rank_trials`) and the best ⌊n/η⌋ of them (η = `reduction`) are promotable; the
+first promotable one not yet promoted is enqueued. The ranking is Deb's constrained non-dominated sorting, as
+NSGA-II uses it: feasible trials before infeasible ones; feasible trials by non-dominated front (on the
+study's objectives and directions), within a front by crowding distance (spread-out points first); infeasible
+trials by their total constraint violation. Trials stopped early or failed are never promoted.
+
+Only top-rung trials are comparable with each other (same training rows), so the frontier, ties and the
+confirmation pass use the top rung only; the lower rungs are shown as what they are, and the baseline runs at
+the top rung directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["crowding_distance", "duplicate_of", "nondominated_fronts", "promotable", "promote_next", "rank_trials",
+           "rung_context", "rung_indices", "rung_of", "rung_rows", "top_rung"]
+
+
+def rung_rows(n_train: int, rows: Sequence[int]) -> list[int]:
+    """The training rows of each rung on a split of n_train rows: the configured budgets, the top one capped at
+    the split (a budget larger than the split is refused: it would repeat a rung)."""
+    out = list(rows)
+    for i, r in enumerate(out):
+        if r > n_train:
+            if i == len(out) - 1 and (i == 0 or out[i - 1] < n_train):
+                out[i] = n_train
+            else:
+                raise ValueError(f"search.fidelity.rows[{i}] = {r}: the training split has only {n_train:,} rows; "
+                                 "give rungs below that (the last rung may be the whole split)")
+    return out
+
+
+def rung_indices(n_train: int, rows: int, seed: int) -> np.ndarray:
+    """The training rows of a rung: the first `rows` of a seeded permutation (nested across rungs), sorted."""
+    order = np.random.default_rng(seed).permutation(n_train)
+    return np.sort(order[:rows])
+
+
+def top_rung(study: optuna.Study) -> int | None:
+    fid = study.user_attrs.get("fidelity")
+    return None if not fid else len(fid["rows"]) - 1
+
+
+def rung_of(t: FrozenTrial, top: int | None) -> int | None:
+    """A trial's rung: its attribute, else 0 for a sampler trial of a multi-fidelity study (None without one)."""
+    if top is None:
+        return None
+    return int(t.user_attrs.get("rung", 0))
+
+
+def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[float]) -> bool:
+    better = False
+    for x, y, s in zip(a, b, signs):
+        x, y = x * s, y * s  # minimisation form
+        if x > y:
+            return False
+        if x < y:
+            better = True
+    return better
+
+
+def nondominated_fronts(values: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[int]]:
+    """Indices of `values` in non-dominated fronts (front 0 is the Pareto set), by exact figures."""
+    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
+    n = len(values)
+    dominated_by = [0] * n
+    dominates_list: list[list[int]] = [[] for _ in range(n)]
+    for i in range(n):
+        for j in range(n):
+            if i != j and _dominates(values[i], values[j], signs):
+                dominates_list[i].append(j)
+                dominated_by[j] += 1
+    fronts, current = [], [i for i in range(n) if dominated_by[i] == 0]
+    while current:
+        fronts.append(sorted(current))
+        nxt = []
+        for i in current:
+            for j in dominates_list[i]:
+                dominated_by[j] -= 1
+                if dominated_by[j] == 0:
+                    nxt.append(j)
+        current = nxt
+    return fronts
+
+
+def crowding_distance(values: Sequence[Sequence[float]]) -> list[float]:
+    """NSGA-II's crowding distance of each point within one front (boundary points: infinite)."""
+    n = len(values)
+    if n <= 2:
+        return [math.inf] * n
+    dist = [0.0] * n
+    for k in range(len(values[0])):
+        order = sorted(range(n), key=lambda i: values[i][k])
+        lo, hi = values[order[0]][k], values[order[-1]][k]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        if hi == lo:
+            continue
+        for a, i, b in zip(order, order[1:], order[2:]):
+            dist[i] += (values[b][k] - values[a][k]) / (hi - lo)
+    return dist
+
+
+def _violation(t: FrozenTrial) -> float:
+    return float(sum(max(0.0, v) for v in t.user_attrs.get("constraints") or []))
+
+
+def rank_trials(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> list[FrozenTrial]:
+    """Best first, by Deb's rule (see the module docstring)."""
+    feasible = [t for t in trials if _violation(t) <= 0]
+    infeasible = sorted((t for t in trials if _violation(t) > 0), key=lambda t: (_violation(t), t.number))
+    ranked: list[FrozenTrial] = []
+    values = [list(t.values) for t in feasible]
+    for front in nondominated_fronts(values, directions):
+        crowd = crowding_distance([values[i] for i in front])
+        ranked += [feasible[i] for _, i in sorted(zip(crowd, front), key=lambda p: (-p[0], feasible[p[1]].number))]
+    return ranked + infeasible
+
+
+def _promoted_parents(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Trials that already have a promotion (waiting, running, done, or failed and re-run by the reaper)."""
+    out = set()
+    for t in trials:
+        parent = t.user_attrs.get("promoted_from")
+        if parent is not None:
+            out.add(int(parent))
+    return out
+
+
+def promotable(trials: Sequence[FrozenTrial], directions: Sequence[str], n_rungs: int,
+               reduction: int) -> list[tuple[FrozenTrial, int]]:
+    """(trial, next rung) of every trial the rule promotes and that has no promotion yet, highest rung first."""
+    done = _promoted_parents(trials)
+    out = []
+    for r in range(n_rungs - 2, -1, -1):
+        at = [t for t in trials if t.state == TrialState.COMPLETE and int(t.user_attrs.get("rung", 0)) == r
+              and t.user_attrs.get("state") == "complete"]
+        k = len(at) // reduction
+        for t in rank_trials(at, directions)[:k]:
+            if t.number not in done:
+                out.append((t, r + 1))
+    return out
+
+
+def promote_next(study: optuna.Study, n_rungs: int, reduction: int) -> FrozenTrial | None:
+    """Enqueue the first promotable trial at its next rung; the trial promoted, or None when there is none.
+
+    Two workers may enqueue the same promotion at once; the later copy notices when it starts (`duplicate_of`)
+    and is pruned without training.
+    """
+    trials = study.get_trials(deepcopy=False)
+    directions = [d.name.lower() for d in study.directions]
+    cands = promotable(trials, directions, n_rungs, reduction)
+    if not cands:
+        return None
+    parent, rung = cands[0]
+    attrs: dict[str, Any] = {"rung": rung, "promoted_from": parent.number}
+    if parent.user_attrs.get("baseline"):
+        attrs["baseline"] = True
+    study.enqueue_trial(parent.params, user_attrs=attrs, skip_if_exists=False)
+    return parent
+
+
+def duplicate_of(study: optuna.Study, trial_number: int, parent: int | None) -> int | None:
+    """A lower-numbered live trial promoting the same parent (the one to keep), if this one is a duplicate."""
+    if parent is None:
+        return None
+    for t in study.get_trials(deepcopy=False):
+        if (t.number < trial_number and t.user_attrs.get("promoted_from") == parent
+                and t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.WAITING)
+                and t.user_attrs.get("state") != "duplicate"):
+            return t.number
+    return None
+
+
+def rung_context(ctx: Any, cfg: Any, rung: int) -> tuple[Any, int, int]:
+    """(the shared context with the rung's training rows and the teacher's outputs on them, rung, rows)."""
+    import dataclasses
+
+    fc = cfg.search.fidelity
+    n = len(ctx.data.train)
+    rows_by_rung = rung_rows(n, fc.rows)
+    if not 0 <= rung < len(rows_by_rung):
+        raise ValueError(f"rung {rung} is not one of search.fidelity.rows' {len(rows_by_rung)} rungs")
+    rows = rows_by_rung[rung]
+    if rows >= n:
+        return ctx, rung, n
+    idx = rung_indices(n, rows, fc.seed)
+    train = ctx.data.train.take(idx, f"rung{rung}-{rows}-seed{fc.seed}")
+    outputs = {k: v[idx] for k, v in ctx.outputs.items()}
+    return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train=train), outputs=outputs), rung, rows

@@ -1,0 +1,186 @@
+"""Multi-fidelity search: rungs of training rows, promotion by constrained non-dominated sorting, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from compress.config import ConfigError, from_mapping
+from compress.search import frontier, open_study, run_worker
+from compress.search.fidelity import (
+    crowding_distance, duplicate_of, nondominated_fronts, promotable, promote_next, rank_trials, rung_indices,
+    rung_rows,
+)
+from compress.search.study import reap_stale_trials
+from tests.search.test_study import _search_raw, tiny_teacher  # noqa: F401 - the module fixture
+
+DIRS = ["maximize", "minimize"]  # metric up, params down
+
+
+def _trial(number: int, values, rung: int = 0, violation: float = 0.0, state: str = "complete", **attrs):
+    t = create_trial(values=list(values), params={"x": number}, distributions={"x": IntDistribution(0, 1000)},
+                     user_attrs={"rung": rung, "constraints": [violation], "state": state, **attrs})
+    t.number = number
+    return t
+
+
+def test_fronts_and_crowding_follow_nsga2():
+    pts = [[0.9, 10], [0.8, 5], [0.7, 20], [0.85, 7], [0.6, 30]]
+    assert nondominated_fronts(pts, DIRS) == [[0, 1, 3], [2], [4]]
+    d = crowding_distance([[0.9, 10], [0.85, 7], [0.8, 5]])
+    assert d[0] == d[2] == float("inf") and 0 < d[1] < float("inf")
+
+
+def test_ranking_puts_feasible_fronts_first_and_infeasible_by_violation():
+    trials = [_trial(0, [0.9, 10]), _trial(1, [0.99, 1], violation=0.5), _trial(2, [0.8, 5]),
+              _trial(3, [0.7, 20]), _trial(4, [0.95, 2], violation=0.1), _trial(5, [0.85, 7])]
+    ranked = [t.number for t in rank_trials(trials, DIRS)]
+    # Front {0, 2, 5}: the two ends (infinite crowding) before the middle; then 3; then the infeasible, least
+    # violation first, however good their objectives look.
+    assert ranked[:2] == [0, 2] and ranked[2] == 5 and ranked[3] == 3 and ranked[4:] == [4, 1]
+
+
+def test_the_best_third_of_a_rung_is_promoted_once_highest_rung_first():
+    trials = [_trial(i, [0.5 + i / 100, 100 - i]) for i in range(6)]  # each better on both than the one before
+    trials.append(_trial(6, [0.99, 1], state="stopped"))  # stopped early: never promoted
+    got = promotable(trials, DIRS, n_rungs=3, reduction=3)
+    assert [(t.number, r) for t, r in got] == [(5, 1), (4, 1)]
+    # Trial 5 already has its promotion (whatever its state): only trial 4 is left.
+    trials.append(_trial(7, [0.6, 90], rung=1, promoted_from=5))
+    assert [(t.number, r) for t, r in promotable(trials, DIRS, 3, 3)] == [(4, 1)]
+    # Rung 1 needs 3 completed trials before one of them goes to rung 2; then it comes first.
+    trials += [_trial(8, [0.7, 50], rung=1, promoted_from=4), _trial(9, [0.65, 60], rung=1, promoted_from=3)]
+    got = promotable(trials, DIRS, 3, 3)
+    assert (got[0][0].number, got[0][1]) == (8, 2)
+
+
+def test_rungs_are_nested_and_capped():
+    a, b = rung_indices(100, 10, 0), rung_indices(100, 40, 0)
+    assert set(a) <= set(b) and len(b) == 40 and np.array_equal(a, np.sort(a))
+    assert rung_rows(1000, [100, 500, 5000]) == [100, 500, 1000]
+    with pytest.raises(ValueError, match=r"rows\[1\] = 2000: the training split has only 1,000 rows"):
+        rung_rows(1000, [100, 2000, 5000])
+
+
+def test_bad_fidelity_config_names_the_key(tmp_path, tiny_base):
+    for fid, msg in (({"enabled": True, "rows": [100]}, "at least two rungs"),
+                     ({"enabled": True, "rows": [100, 50]}, "strictly increasing"),
+                     ({"enabled": True, "rows": [10, 20], "reduction": 1}, "reduction")):
+        raw = _search_raw(tmp_path, tiny_base, fidelity=fid)
+        with pytest.raises(ConfigError, match=msg):
+            from_mapping(raw)
+
+
+def test_duplicate_promotions_are_detected():
+    study = optuna.create_study(directions=DIRS)
+    study.add_trial(_trial(0, [0.9, 10]))
+    study.add_trial(_trial(1, [0.8, 5]))
+    study.add_trial(_trial(2, [0.7, 20]))
+    first = promote_next(study, 2, 3)
+    assert first.number == 0
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs == {"rung": 1, "promoted_from": 0}
+    assert promote_next(study, 2, 3) is None  # one promotion per parent
+    study.enqueue_trial({"x": 0}, user_attrs={"rung": 1, "promoted_from": 0})  # a second worker's copy
+    copies = sorted(t.number for t in study.get_trials(states=(TrialState.WAITING,)))
+    assert duplicate_of(study, copies[1], 0) == copies[0] and duplicate_of(study, copies[0], 0) is None
+
+
+def _fid_raw(tmp_path, teacher, **extra):
+    # 48 training rows: rungs of 16 and 32, so the top rung is two thirds of them and promotion has more to give
+    raw = _search_raw(tmp_path, teacher, n_trials=4, fidelity={"enabled": True, "rows": [16, 32], "reduction": 2},
+                      **extra)
+    raw["distill"]["train"] = {"epochs": 1, "batch_size": 8, "eval_every": 0}
+    return raw
+
+
+@pytest.fixture(scope="module")
+def mf_study(tmp_path_factory, tiny_teacher):  # noqa: F811
+    """One multi-fidelity study for this module's end-to-end tests (it takes ~20 s)."""
+    tmp = tmp_path_factory.mktemp("mf")
+    raw = _fid_raw(tmp, tiny_teacher)
+    cfg = from_mapping(raw)
+    run_worker(cfg, progress=False)
+    return raw, cfg
+
+
+def test_a_multi_fidelity_study_promotes_and_reports_the_top_rung(mf_study):
+    raw, cfg = mf_study
+    study = open_study(cfg, create=False)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    by_rung = {r: [t for t in done if t.user_attrs["rung"] == r] for r in (0, 1)}
+    base = [t for t in done if t.user_attrs.get("baseline")]
+    # The baseline runs at the top rung directly; the 3 sampler trials at rung 0, the best of them promoted.
+    assert len(base) == 1 and base[0].user_attrs["rung"] == 1 and base[0].user_attrs["train_rows"] == 32
+    assert len(by_rung[0]) == 3 and all(t.user_attrs["train_rows"] == 16 for t in by_rung[0])
+    # Asynchronous: the best 1 of the first 2 goes on, and the best 1 of all 3 if that is another one.
+    promoted = [t for t in by_rung[1] if not t.user_attrs.get("baseline")]
+    parents = {t.number: t for t in by_rung[0]}
+    assert 1 <= len(promoted) <= 2
+    for t in promoted:
+        assert t.params == parents[t.user_attrs["promoted_from"]].params
+    assert len({t.user_attrs["promoted_from"] for t in promoted}) == len(promoted)
+    # rows seen: steps × batch size (16 rows -> 2 steps of 8; 32 -> 4)
+    assert {t.user_attrs["rows_seen"] for t in by_rung[0]} == {16}
+    assert {t.user_attrs["rows_seen"] for t in by_rung[1]} == {32}
+    assert {t.user_attrs["rung"] for t in frontier(study)} == {1}
+    doc = json.loads((cfg.run_dir / "frontier.json").read_text())
+    assert doc["fidelity"]["rows"] == [16, 32] and doc["fidelity"]["trials_by_rung"][0]["complete"] == 3
+    assert all(p["rung"] == 1 for p in doc["frontier"])
+    assert doc["compute"]["rows_seen"] == 3 * 16 + len(by_rung[1]) * 32
+    # The rungs cannot change under the study.
+    changed = json.loads(json.dumps(raw))
+    changed["search"]["fidelity"]["rows"] = [16, 40]
+    with pytest.raises(Exception, match="rungs cannot change"):
+        run_worker(from_mapping(changed), progress=False)
+
+
+def test_a_killed_rung_is_run_again_at_its_rung(tmp_path, tiny_teacher):  # noqa: F811
+    cfg = from_mapping(_fid_raw(tmp_path, tiny_teacher))
+    study = open_study(cfg)
+    # A promotion whose worker died: running, its heartbeat long silent.
+    study.enqueue_trial({"num_layers": 1, "heads": 2, "learning_rate": 3e-4},
+                        user_attrs={"rung": 1, "promoted_from": 7})
+    t = study.ask()
+    study._storage.set_trial_user_attr(t._trial_id, "heartbeat", 0.0)
+    assert reap_stale_trials(study, grace=1.0) == [t.number]
+    retry = study.get_trials(states=(TrialState.WAITING,))
+    assert len(retry) == 1 and retry[0].user_attrs["rung"] == 1 and retry[0].user_attrs["promoted_from"] == 7
+    assert retry[0].user_attrs["retry_of"] == t.number
+
+
+def test_promotion_retrains_the_frontier_on_all_rows_and_resumes(mf_study):
+    from compress.search import write_outputs
+    from compress.search.promote import promote_frontier
+
+    _, cfg = mf_study
+    study = open_study(cfg, create=False)
+    front = frontier(study)
+    doc = promote_frontier(cfg, top=2, progress=False)
+    assert doc["train_rows"] == 48 and len(doc["points"]) == min(2, len(front))
+    for p in doc["points"]:
+        assert p["train_rows"] == 48 and p["rows_seen"] == 48 and p["low_budget"]["train_rows"] == 32
+        assert p["latency_ci95_ms"][0] <= p["latency_ms"] <= p["latency_ci95_ms"][1]
+        assert Path(p["onnx"]).is_file() and p["value"] is not None
+    assert set(doc["frontier"]) <= {p["trial"] for p in doc["points"]} and doc["frontier"]
+    assert json.loads((cfg.run_dir / "promoted.json").read_text())["frontier"] == doc["frontier"]
+    write_outputs(cfg, open_study(cfg, create=False))
+    assert json.loads((cfg.run_dir / "frontier.json").read_text())["promotion"]["frontier"] == doc["frontier"]
+    # A rerun (after a kill, say) reuses every point already trained: only the timing is done again.
+    done = {p["trial"]: (Path(p["dir"]) / "result.json").stat().st_mtime_ns for p in doc["points"]}
+    again = promote_frontier(cfg, top=2, progress=False)
+    assert {p["trial"]: (Path(p["dir"]) / "result.json").stat().st_mtime_ns for p in again["points"]} == done
+    with pytest.raises(Exception, match="--top 0"):
+        promote_frontier(cfg, top=0, progress=False)
+    # The report shows both budgets side by side.
+    from compress.report import build_report
+
+    _, md = build_report(cfg)
+    text = md.read_text()
+    assert "## Training budget and promotion" in text and "rows (promoted)" in text and "16 rows (" in text
