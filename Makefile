@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency clean
+.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency
+bench: bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency bench-scale
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/bench_distill.py
@@ -40,6 +40,9 @@ bench-fptas: $(STAMP)  # needs the SST-2 teacher of bench-distill and the search
 
 bench-latency: $(STAMP)  # confirms the studies of bench-search (runs them first when missing)
 	$(BIN)/python benchmarks/bench_latency.py
+
+bench-scale: $(STAMP)  # hours: resumable stage by stage (state in .cache/bench-scale/); run it again to go on
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) runs .cache
