@@ -210,3 +210,24 @@ def test_validate_reports_an_unavailable_device_before_reading_data(tmp_path):
     assert "distill.train.device: cuda, but torch" in text
     assert "teacher.train.mixed_precision: fp16 needs a GPU" in text
     assert "search.latency.provider: cuda needs" in text
+
+
+def test_loader_workers_give_the_same_run(tmp_path, tokenizer):
+    cfg, data = _tiny_data(tmp_path, tokenizer, device="cpu")
+    inline = train(_model(), data, cfg.teacher.train, progress=False)
+    workers = train(_model(), data, dataclasses.replace(cfg.teacher.train, dataloader_workers=2), progress=False)
+    assert [p["loss"] for p in workers.curve] == [p["loss"] for p in inline.curve]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_a_gpu_in_fp16_and_bf16(tmp_path, tokenizer):
+    for precision in ("no", "fp16", "bf16"):
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            continue
+        (tmp_path / precision).mkdir()
+        cfg, data = _tiny_data(tmp_path / precision, tokenizer, device="cuda", mixed_precision=precision)
+        model = _model()
+        result = train(model, data, cfg.teacher.train, progress=False)
+        assert result.device["device"].startswith("cuda") and result.device["mixed_precision"] == precision
+        assert result.steps == 9 and all(math.isfinite(p["loss"]) for p in result.curve)
+        assert {p.device.type for p in model.parameters()} == {"cpu"}
