@@ -462,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # Accelerate logs every checkpoint's files at INFO; its warnings still show. The loop logs what matters (resume).
+    logging.getLogger("accelerate").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     # NOTE: transformers is imported here, not at the top: `compress --help` must not wait for it.
     from transformers.utils import logging as hf_logging
 
