@@ -145,7 +145,8 @@ def promote_frontier(cfg: JobConfig, top: int | None = None, progress: bool = Tr
                    "frontier is dominance with intervals among the promoted points"}
     write_json(cfg.run_dir / "promoted.json", doc)
     study.set_user_attr("promotion", {k: doc[k] for k in ("at", "train_rows", "frontier", "candidates")}
-                        | {"points": [{k: p[k] for k in ("trial", "value", "params", "latency_ms", "latency_ci95_ms",
-                                                         "latency_ratio", "latency_ratio_ci95", "size_mb", "onnx",
-                                                         "train_rows", "low_budget")} for p in points]})
+                        | {"points": [{k: p[k] for k in ("trial", "value", "metrics", "params", "latency_ms",
+                                                         "latency_ci95_ms", "latency_ratio", "latency_ratio_ci95",
+                                                         "size_mb", "onnx", "dir", "train_rows", "rows_seen",
+                                                         "low_budget")} for p in points]})
     return doc

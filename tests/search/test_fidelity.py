@@ -171,7 +171,16 @@ def test_promotion_retrains_the_frontier_on_all_rows_and_resumes(mf_study):
     assert set(doc["frontier"]) <= {p["trial"] for p in doc["points"]} and doc["frontier"]
     assert json.loads((cfg.run_dir / "promoted.json").read_text())["frontier"] == doc["frontier"]
     write_outputs(cfg, open_study(cfg, create=False))
-    assert json.loads((cfg.run_dir / "frontier.json").read_text())["promotion"]["frontier"] == doc["frontier"]
+    fdoc = json.loads((cfg.run_dir / "frontier.json").read_text())
+    assert fdoc["promotion"]["frontier"] == doc["frontier"]
+    # The reported frontier is the promoted models (what a user ships), the search's own beside it.
+    assert sorted(r["number"] for r in fdoc["frontier"]) == doc["frontier"]
+    assert all(r["promoted"] and r["train_rows"] == 48 and "/promoted/" in r["dir"] for r in fdoc["frontier"])
+    assert fdoc["frontier_search"] and all(r["train_rows"] == 32 for r in fdoc["frontier_search"])
+    from compress.deploy.package import resolve_trial
+
+    picked = resolve_trial(cfg, scenario="knee")
+    assert "/promoted/" in picked["dir"] and Path(picked["dir"], "onnx", "model.onnx").is_file()
     # A rerun (after a kill, say) reuses every point already trained: only the timing is done again.
     done = {p["trial"]: (Path(p["dir"]) / "result.json").stat().st_mtime_ns for p in doc["points"]}
     again = promote_frontier(cfg, top=2, progress=False)
