@@ -27,6 +27,7 @@ from ..config import JobConfig
 from ..deploy.latency import measure_interleaved
 from ..deploy.measure import eval_length_batches
 from ..deploy.measure_lock import lock_dir_for, measuring
+from ..distill.agora import run_agora
 from ..distill.jobs import distill_student, load_context
 from .intervals import dominates_with_intervals
 from .objectives import SearchError, latency_settings, objective_directions, teacher_reference
@@ -56,8 +57,15 @@ def _train_one(ctx, cfg: JobConfig, space: SearchSpace, t, folder: Path, progres
     if done.is_file():
         return json.loads(done.read_text())
     spec, distill = space.settings(t.params)
+    if not distill.train.checkpoint_every:  # a full-data run is long: checkpoint it (the results do not change)
+        distill = dataclasses.replace(distill, train=dataclasses.replace(distill.train, checkpoint_every=200))
     t0 = time.perf_counter()
-    m = distill_student(ctx, spec, folder / "model", distill=distill, progress=progress)
+    if cfg.finetune == "agora":  # as the trial was trained (Θ, ν and its stopping rule)
+        run_agora(ctx, spec, folder / "model", distill=distill, progress=progress)
+        m = json.loads((folder / "model" / "metrics.json").read_text())
+        m["train_seconds"] = m.get("wall_seconds", 0.0)
+    else:
+        m = distill_student(ctx, spec, folder / "model", distill=distill, progress=progress)
     precision = t.user_attrs.get("precision", "fp32")
     dep = deploy_model(ctx, cfg, folder, precision, m["metrics"])
     metric = cfg.task.primary_metric
