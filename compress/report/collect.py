@@ -57,9 +57,14 @@ def collect(cfg: JobConfig) -> dict[str, Any]:
     objectives = study.user_attrs.get("objectives") or list(doc.get("objectives") or [])
     trials = study.get_trials(deepcopy=False)
     recs = study_records(study, objectives)
-    front = {r["number"] for r in doc["frontier"]}
+    # The plots draw the search's trials with the search's figures: their frontier is the search's own (after a
+    # promotion doc["frontier"] is the promoted models, shown in their own table).
+    front = {r["number"] for r in doc.get("frontier_search", doc["frontier"])}
+    top = len(doc["fidelity"]["rows"]) - 1 if doc.get("fidelity") else None
     for r in recs:
         r["on_frontier"] = r["number"] in front
+        # multi-fidelity: a lower rung's trial trained on fewer rows, not comparable with the top rung's
+        r["lower_rung"] = top is not None and (r.get("rung") or 0) < top
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     return {"study": study, "doc": doc, "objectives": objectives, "recs": recs, "summary": study_summary(cfg, study),

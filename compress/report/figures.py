@@ -25,7 +25,7 @@ __all__ = ["COLORS", "MEASURE_LABEL", "Figure", "curves", "importance", "paralle
            "report_figures"]
 
 COLORS = {"frontier": "#d62728", "feasible": "#1f77b4", "infeasible": "#7f7f7f", "stopped": "#bcbd22",
-          "baseline": "#2ca02c", "teacher": "#9467bd"}
+          "baseline": "#2ca02c", "teacher": "#9467bd", "lower rung": "#aec7e8"}
 MEASURE_LABEL = {"params": "parameters", "latency_ms": "latency (ms)", "size_mb": "ONNX size (MB)",
                  "latency_ratio": "latency / teacher's (timed together)", "throughput": "throughput (inputs/s)",
                  "peak_memory_mb": "peak memory of a session (MB)"}
@@ -69,6 +69,8 @@ def _save(fig, path: Path) -> None:
 
 
 def _kind(r: dict[str, Any]) -> str:
+    if r.get("lower_rung"):
+        return "lower rung"
     if r["state"] == "stopped":
         return "stopped"
     if not r.get("feasible"):
@@ -129,7 +131,8 @@ def pareto(data: dict[str, Any], cfg: JobConfig, measure: str) -> Figure:
     def plotly():
         go = _go()
         fig = go.Figure()
-        styles = {"stopped": dict(symbol="triangle-down", opacity=0.35), "infeasible": dict(symbol="x", opacity=0.35),
+        styles = {"lower rung": dict(symbol="circle-open", opacity=0.5),
+                  "stopped": dict(symbol="triangle-down", opacity=0.35), "infeasible": dict(symbol="x", opacity=0.35),
                   "feasible": dict(symbol="circle", opacity=0.8),
                   "frontier": dict(symbol="circle", opacity=1.0, size=12)}
         for kind, st in styles.items():
@@ -177,8 +180,8 @@ def pareto(data: dict[str, Any], cfg: JobConfig, measure: str) -> Figure:
     def png(path: Path) -> None:
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        for kind, (marker, alpha) in {"stopped": ("v", 0.35), "infeasible": ("x", 0.35), "feasible": ("o", 0.8),
-                                      "frontier": ("o", 1.0)}.items():
+        for kind, (marker, alpha) in {"lower rung": ("o", 0.25), "stopped": ("v", 0.35), "infeasible": ("x", 0.35),
+                                      "feasible": ("o", 0.8), "frontier": ("o", 1.0)}.items():
             pts = [r for r in recs if _kind(r) == kind]
             if pts:
                 _bars(ax, pts, measure, COLORS[kind], alpha)

@@ -281,7 +281,8 @@ distillation): the metric in points, size and latency in percent.</p>
 {_html_table(*page_tables['scenarios'])}
 <h2>Pareto frontier</h2>
 <p>Red: feasible non-dominated trials (over all objectives; the staircase shows the frontier of each pair of axes).
-Blue: other feasible trials. Grey crosses: infeasible. Yellow triangles: stopped early. Dashed lines:
+Blue: other feasible trials. Grey crosses: infeasible. Yellow triangles: stopped early. Pale rings (multi-fidelity
+studies): trials of a lower rung, trained on fewer rows. Dashed lines:
 thresholds.</p>
 {plots('pareto')}
 <p>{html.escape(latency_note(doc))}</p>

@@ -193,3 +193,9 @@ def test_promotion_retrains_the_frontier_on_all_rows_and_resumes(mf_study):
     _, md = build_report(cfg)
     text = md.read_text()
     assert "## Training budget and promotion" in text and "rows (promoted)" in text and "16 rows (" in text
+    from compress.report.collect import collect
+    from compress.report.figures import _kind
+
+    recs = collect(cfg)["recs"]
+    assert {_kind(r) for r in recs if r.get("rung") == 0} == {"lower rung"}
+    assert "lower rung" not in {_kind(r) for r in recs if r.get("rung") == 1}
