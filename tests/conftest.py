@@ -109,6 +109,11 @@ def write_squad(path: Path, version_2: bool = True) -> Path:
     return path
 
 
+# The confirmation pass at the end of a test study: a few short rounds (its logic is tested in
+# tests/search/test_confirm.py; the default 20 rounds x 10 calls, with retries, cost tens of seconds per study).
+CONFIRM_QUICK = {"rounds": 4, "calls_per_round": 2}
+
+
 def job_config(tmp_path: Path, task: dict, train, eval_, teacher: str, **sections) -> dict:
     """A plain config mapping for tests; sections override top-level keys."""
     cfg = {

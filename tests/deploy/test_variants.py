@@ -17,7 +17,7 @@ from compress.deploy.export import export_onnx
 from compress.search.space import SearchSpace, SearchSpaceError
 from compress.model.student import Importance, StudentSpec, build_student
 from compress.deploy.variants import VariantError, make_variant, measure_variants
-from tests.conftest import job_config, tiny_config, write_sentiment_tsv, write_squad
+from tests.conftest import CONFIRM_QUICK, job_config, tiny_config, write_sentiment_tsv, write_squad
 
 
 def _ops(path: Path) -> Counter:
@@ -111,7 +111,8 @@ def _run_cfg(tmp_path: Path, teacher: str, kind: str = "classification", **searc
     raw["student"] = {}
     raw["search"] = {"n_trials": 2, "sampler": "random", "seed": 0,
                      "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
-                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}, **search}
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0},
+                     "confirm": CONFIRM_QUICK, **search}
     return from_mapping(raw)
 
 

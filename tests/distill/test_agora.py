@@ -14,7 +14,7 @@ from compress.data.augment import Nu
 from compress.config import from_mapping
 from compress.data import QAExample, TextExample, load_qa_examples
 from compress.distill.jobs import finetune_teacher, load_context
-from tests.conftest import job_config, write_pairs_jsonl, write_sentiment_tsv, write_squad
+from tests.conftest import CONFIRM_QUICK, job_config, write_pairs_jsonl, write_sentiment_tsv, write_squad
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,8 @@ def test_agora_inside_a_search_trial(tmp_path, tiny_base):
     raw["agora"]["max_iterations"] = 1
     raw["search"] = {"n_trials": 1, "sampler": "random", "space": {"num_layers": {"type": "int", "low": 1, "high": 2}},
                      "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
-                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}}
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0},
+                     "confirm": CONFIRM_QUICK}
     cfg = from_mapping(raw)
     run_worker(cfg, progress=False)
     [t] = open_study(cfg, create=False).get_trials()

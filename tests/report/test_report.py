@@ -15,7 +15,7 @@ from compress.config import from_mapping
 from compress.distill.jobs import finetune_teacher
 from compress.report import QA_CATEGORIES, build_report, qa_error_table
 from compress.search import run_worker
-from tests.conftest import ROOT, job_config, write_sentiment_tsv, write_squad
+from tests.conftest import CONFIRM_QUICK, ROOT, job_config, write_sentiment_tsv, write_squad
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
@@ -39,7 +39,8 @@ def _cfg(tmp: Path, teacher: str, kind: str = "classification", n_trials: int = 
                                "heads": {"type": "categorical", "choices": [2, 4]},
                                "learning_rate": {"type": "logfloat", "low": 1e-4, "high": 1e-2}},
                      "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
-                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}}
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0},
+                     "confirm": CONFIRM_QUICK}
     return from_mapping(raw)
 
 

@@ -20,7 +20,7 @@ from compress.model.inference import evaluate_onnx
 from compress.distill.jobs import finetune_teacher
 from compress.report import build_report
 from compress.search import open_study, run_worker
-from tests.conftest import job_config, write_sentiment_tsv, write_squad
+from tests.conftest import CONFIRM_QUICK, job_config, write_sentiment_tsv, write_squad
 
 SPACE = {"num_layers": {"type": "int", "low": 1, "high": 2},
          "heads": {"type": "categorical", "choices": [2, 4]},
@@ -53,7 +53,8 @@ def _raw(tmp: Path, teacher: str, name: str = "heldout") -> dict:
     raw["search"] = {"n_trials": 4, "sampler": "random", "seed": 0, "space": SPACE,
                      "objectives": ["metric", "params", "latency_ms"],
                      "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
-                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}}
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0},
+                     "confirm": CONFIRM_QUICK}
     return raw
 
 

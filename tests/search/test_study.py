@@ -31,7 +31,7 @@ from compress.search import (
     MEASURES, filter_trials, format_trials, frontier, metric_names, objective_directions, open_study, parse_constraint,
     run_worker, search_constraints, study_summary, trial_record,
 )
-from tests.conftest import ROOT, job_config, tiny_config, write_sentiment_tsv
+from tests.conftest import CONFIRM_QUICK, ROOT, job_config, tiny_config, write_sentiment_tsv
 
 SPACE = {
     "num_layers": {"type": "int", "low": 1, "high": 2},
@@ -51,6 +51,7 @@ def _search_raw(tmp_path: Path, tiny_base: str, **search) -> dict:
         "objectives": ["metric", "params", "latency_ms"],
         "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
                     "rounds": 3, "calls_per_round": 2, "wait_s": 0},
+        "confirm": CONFIRM_QUICK,
         "heartbeat_interval": 1, "grace_period": 4, **search,
     }
     return raw

@@ -21,7 +21,7 @@ from compress.config import from_mapping
 from compress.distill.jobs import finetune_teacher
 from compress.search import run_worker
 from serve.launch import LocalServer
-from tests.conftest import ROOT, job_config, write_sentiment_tsv, write_squad
+from tests.conftest import CONFIRM_QUICK, ROOT, job_config, write_sentiment_tsv, write_squad
 
 BIN = Path(sys.executable).parent
 
@@ -45,7 +45,8 @@ def _cfg(tmp: Path, base: str, kind: str, teacher: str | None = None):
     raw["search"] = {"n_trials": 2, "sampler": "random", "seed": 0, "space": space,
                      "objectives": ["metric", "params", "latency_ms"],
                      "latency": {"batch_size": 1, "seq_len": 16, "threads": 1, "warmup": 1, "repeats": 3,
-                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0}}
+                                 "rounds": 3, "calls_per_round": 2, "wait_s": 0},
+                     "confirm": CONFIRM_QUICK}
     return from_mapping(raw)
 
 
