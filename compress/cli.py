@@ -296,8 +296,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=2, default=str))
         return 0
     states = ", ".join(f"{k} {v}" for k, v in sorted(s["by_state"].items()))
-    print(f"study {s['study']} ({s['storage']}): {s['completed']}/{s['target']} done; {states}; "
-          f"feasible {s['feasible']}")
+    extra = f" (+{s['promotions']} promoted to a higher rung)" if s.get("promotions") else ""
+    print(f"study {s['study']} ({s['storage']}): {s['completed'] - s.get('promotions', 0)}/{s['target']} done{extra}; "
+          f"{states}; feasible {s['feasible']}")
     if s["eta_seconds"] is not None:
         print(f"time left: about {s['eta_seconds'] / 60:.0f} min; early stopping saved {s['early_stopping_saved_seconds'] / 60:.1f} min")
     if fid := s.get("fidelity"):

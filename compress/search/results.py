@@ -240,6 +240,8 @@ def study_summary(cfg: JobConfig, study: optuna.Study | None = None) -> dict[str
     return {
         "study": study.study_name, "storage": storage_url(cfg), "target": cfg.search.n_trials,
         "by_state": by_state, "completed": len(done), "feasible": len(feasible),
+        # multi-fidelity: promotions are extra trials, beyond n_trials
+        "promotions": sum(1 for r in done if r.get("promoted_from") is not None),
         "frontier": [r for r in recs if r["number"] in front],
         "ties": frontier_ties(study),
         "confirmation": _confirmation_block(conf) if (conf := confirmation(study)) else None,

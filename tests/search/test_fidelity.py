@@ -110,7 +110,7 @@ def mf_study(tmp_path_factory, tiny_teacher):  # noqa: F811
     return raw, cfg
 
 
-def test_a_multi_fidelity_study_promotes_and_reports_the_top_rung(mf_study):
+def test_a_multi_fidelity_study_promotes_and_reports_the_top_rung(mf_study, capsys):
     raw, cfg = mf_study
     study = open_study(cfg, create=False)
     done = study.get_trials(states=(TrialState.COMPLETE,))
@@ -134,6 +134,12 @@ def test_a_multi_fidelity_study_promotes_and_reports_the_top_rung(mf_study):
     assert doc["fidelity"]["rows"] == [16, 32] and doc["fidelity"]["trials_by_rung"][0]["complete"] == 3
     assert all(p["rung"] == 1 for p in doc["frontier"])
     assert doc["compute"]["rows_seen"] == 3 * 16 + len(by_rung[1]) * 32
+    from compress.cli import main
+
+    assert main(["status", str(cfg.run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"4/4 done (+{len(promoted)} promoted to a higher rung)" in out
+    assert "rung 0 (16 rows): 3 done" in out and "compute: " in out
     # The rungs cannot change under the study.
     changed = json.loads(json.dumps(raw))
     changed["search"]["fidelity"]["rows"] = [16, 40]
