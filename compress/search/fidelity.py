@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["crowding_distance", "duplicate_of", "nondominated_fronts", "promotable", "promote_next", "rank_trials",
-           "rung_context", "rung_indices", "rung_of", "rung_rows", "top_rung"]
+           "rung_context", "rung_indices", "rung_rows"]
 
 
 def rung_rows(n_train: int, rows: Sequence[int]) -> list[int]:
@@ -52,18 +52,6 @@ def rung_indices(n_train: int, rows: int, seed: int) -> np.ndarray:
     """The training rows of a rung: the first `rows` of a seeded permutation (nested across rungs), sorted."""
     order = np.random.default_rng(seed).permutation(n_train)
     return np.sort(order[:rows])
-
-
-def top_rung(study: optuna.Study) -> int | None:
-    fid = study.user_attrs.get("fidelity")
-    return None if not fid else len(fid["rows"]) - 1
-
-
-def rung_of(t: FrozenTrial, top: int | None) -> int | None:
-    """A trial's rung: its attribute, else 0 for a sampler trial of a multi-fidelity study (None without one)."""
-    if top is None:
-        return None
-    return int(t.user_attrs.get("rung", 0))
 
 
 def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[float]) -> bool:
