@@ -190,3 +190,18 @@ def check_devices(cfg: JobConfig, command: str, report: Report) -> None:
             check_provider(cfg.search.latency.provider)
         except ValueError as exc:
             report.errors.append(str(exc))
+
+
+def check_fidelity(cfg: JobConfig, report: Report) -> None:
+    """search.fidelity's rungs against the training rows (text tasks: a row is a feature; QA windows are counted
+    only when featurised, so there the search checks it)."""
+    fc = cfg.search.fidelity
+    rows = (report.splits.get("train") or {}).get("rows")
+    if not fc.enabled or rows is None or cfg.task.type == "qa":
+        return
+    from ..search.fidelity import rung_rows
+
+    try:
+        rung_rows(rows, fc.rows)
+    except ValueError as exc:
+        report.errors.append(str(exc))

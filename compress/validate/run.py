@@ -13,7 +13,9 @@ from pathlib import Path
 from ..config import ConfigError, FptasConfig, JobConfig, SearchConfig, load_config
 from .data import check_data
 from .findings import COMMANDS, Report, ValidationError
-from .job import check_agora, check_devices, check_fptas, check_layer_map, check_search, check_student
+from .job import (
+    check_agora, check_devices, check_fidelity, check_fptas, check_layer_map, check_search, check_student,
+)
 from .teacher import check_head, check_teacher
 
 # NOTE: the package's logger, so preflight warnings read "WARNING compress.validate: ..." as they always have
@@ -64,6 +66,7 @@ def validate(cfg: JobConfig, command: str = "validate", student: str | None = No
     search = command == "search" or (command == "validate" and cfg.search != SearchConfig())
     if search:
         space = check_search(cfg, teacher, report)
+        check_fidelity(cfg, report)
     fptas_depths = None
     if command == "fptas" or (command == "validate" and cfg.fptas != FptasConfig()):
         fptas_depths = check_fptas(cfg, teacher, report, constraints=not search)

@@ -205,3 +205,13 @@ def test_promotion_retrains_the_frontier_on_all_rows_and_resumes(mf_study):
     recs = collect(cfg)["recs"]
     assert {_kind(r) for r in recs if r.get("rung") == 0} == {"lower rung"}
     assert "lower rung" not in {_kind(r) for r in recs if r.get("rung") == 1}
+
+
+def test_validate_compares_the_rungs_with_the_training_rows(tmp_path, tiny_base):
+    from compress.validate import validate
+
+    raw = _search_raw(tmp_path, tiny_base, fidelity={"enabled": True, "rows": [30, 60, 100]})
+    report = validate(from_mapping(raw), "search", lengths=False)
+    assert any("search.fidelity.rows[1] = 60: the training split has only 48 rows" in e for e in report.errors)
+    raw = _search_raw(tmp_path, tiny_base, fidelity={"enabled": True, "rows": [16, 32, 100]})  # last: all rows
+    assert not [e for e in validate(from_mapping(raw), "search", lengths=False).errors if "fidelity" in e]
