@@ -305,7 +305,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
         rungs = "; ".join(f"rung {r['rung']} ({rows:,} rows): {r['complete']} done, {r['feasible']} feasible"
                           for r, rows in zip(fid["trials_by_rung"], fid["rows"]))
         print(f"multi-fidelity (best 1/{fid['reduction']} of each rung promoted; frontier from the top rung): {rungs}")
-    print(f"compute: {s['compute']['rows_seen']:,} training rows seen, {s['compute']['trial_seconds'] / 60:.1f} trial-min")
+    c = s["compute"]
+    missing = c.get("trials_without_rows_seen")
+    rows = (f"{c['rows_seen']:,} training rows seen" + (f" ({missing} older trials did not record theirs)"
+                                                        if missing else "")) if missing != s["completed"] else \
+        "training rows seen not recorded (trials from an older version)"
+    print(f"compute: {rows}, {c['trial_seconds'] / 60:.1f} trial-min")
     conf = s.get("confirmation")
     t = s.get("teacher") or {}
     if t:

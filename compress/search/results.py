@@ -156,10 +156,13 @@ def promoted_record(rec: dict[str, Any], p: dict[str, Any], objectives: list[str
 def compute_spent(study: optuna.Study) -> dict[str, Any]:
     """Training compute of the finished trials: rows the optimiser saw (training-row passes) and wall seconds."""
     rows = secs = 0.0
+    unrecorded = 0  # trials from before rows_seen was recorded (an older run)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("rows_seen") is None:
+            unrecorded += 1
         rows += float(t.user_attrs.get("rows_seen") or 0)
         secs += float((t.user_attrs.get("timings") or {}).get("total_s") or 0)
-    return {"rows_seen": int(rows), "trial_seconds": round(secs, 1),
+    return {"rows_seen": int(rows), "trial_seconds": round(secs, 1), "trials_without_rows_seen": unrecorded,
             "unit": "rows seen by the optimiser over all completed trials (steps x batch size); seconds of each "
                     "trial from build to measurement, summed over trials"}
 
