@@ -129,6 +129,17 @@ def _throughput_rounds(models: dict[str, Path], cfg: JobConfig, eval_split, sett
     return out
 
 
+def confirm_protocol(cfg: JobConfig, eval_split) -> tuple[LatencySettings, list | None]:
+    """The settings and batches of a timing with the teacher: search.latency with search.confirm's rounds and calls;
+    the eval set's own lengths (`eval_split`) with seq_len "eval", else the fixed shape (no batches)."""
+    lc, cc = cfg.search.latency, cfg.search.confirm
+    settings = dataclasses.replace(latency_settings(cfg), rounds=cc.rounds, calls_per_round=cc.calls_per_round)
+    inputs = None
+    if lc.seq_len == "eval":
+        inputs = eval_length_batches(eval_split, lc.batch_size, limit=cc.calls_per_round, seed=0)
+    return settings, inputs
+
+
 def _measure(cfg: JobConfig, study: optuna.Study, candidates: list[FrozenTrial], inputs, eval_split,
              settings: LatencySettings) -> tuple[dict[str, Any], dict[str, Any]]:
     """One interleaved measurement of the teacher and `candidates`; (record without before/after, raw result)."""
@@ -198,10 +209,7 @@ def confirm_study(cfg: JobConfig, study: optuna.Study, data=None) -> dict[str, A
     lc, cc = cfg.search.latency, cfg.search.confirm
     if data is None and lc.seq_len == "eval":  # a fixed shape needs no data
         data = heldout_data(cfg, study)
-    settings = dataclasses.replace(latency_settings(cfg), rounds=cc.rounds, calls_per_round=cc.calls_per_round)
-    inputs = None
-    if lc.seq_len == "eval":
-        inputs = eval_length_batches(data.eval, lc.batch_size, limit=cc.calls_per_round, seed=0)
+    settings, inputs = confirm_protocol(cfg, data.eval if data is not None else None)
     before = {"frontier": sorted(t.number for t in frontier(study)), "picks": _picks(cfg, study)}
     previous = confirmation(study)
     try:

@@ -30,6 +30,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .pareto import dominates
+
 __all__ = ["crowding_distance", "duplicate_of", "nondominated_fronts", "promotable", "promote_next", "rank_trials",
            "rung_context", "rung_indices", "rung_rows"]
 
@@ -54,26 +56,14 @@ def rung_indices(n_train: int, rows: int, seed: int) -> np.ndarray:
     return np.sort(order[:rows])
 
 
-def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[float]) -> bool:
-    better = False
-    for x, y, s in zip(a, b, signs):
-        x, y = x * s, y * s  # minimisation form
-        if x > y:
-            return False
-        if x < y:
-            better = True
-    return better
-
-
 def nondominated_fronts(values: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[int]]:
     """Indices of `values` in non-dominated fronts (front 0 is the Pareto set), by exact figures."""
-    signs = [-1.0 if d == "maximize" else 1.0 for d in directions]
     n = len(values)
     dominated_by = [0] * n
     dominates_list: list[list[int]] = [[] for _ in range(n)]
     for i in range(n):
         for j in range(n):
-            if i != j and _dominates(values[i], values[j], signs):
+            if i != j and dominates(values[i], values[j], list(directions)):
                 dominates_list[i].append(j)
                 dominated_by[j] += 1
     fronts, current = [], [i for i in range(n) if dominated_by[i] == 0]

@@ -25,13 +25,12 @@ import optuna
 from ..artifacts import write_json
 from ..config import JobConfig
 from ..deploy.latency import measure_interleaved
-from ..deploy.measure import eval_length_batches
 from ..deploy.measure_lock import lock_dir_for, measuring
-from ..distill.agora import run_agora
-from ..distill.jobs import distill_student, load_context
+from ..distill.jobs import load_context
 from .intervals import dominates_with_intervals
-from .objectives import SearchError, latency_settings, objective_directions, teacher_reference
-from .pareto import INTERVALS, frontier, study_records
+from .confirm import confirm_protocol
+from .objectives import SearchError, objective_directions, teacher_reference
+from .pareto import frontier, record_values, study_records
 from .space import SearchSpace
 from .storage import open_study
 
@@ -51,7 +50,7 @@ def promotion_candidates(cfg: JobConfig, study: optuna.Study, top: int | None) -
 
 def _train_one(ctx, cfg: JobConfig, space: SearchSpace, t, folder: Path, progress: bool) -> dict[str, Any]:
     """Retrain, export and score one frontier point on all training rows; resumable (result.json when done)."""
-    from .study import deploy_model  # NOTE: here: study imports this module for the end of a search
+    from .study import deploy_model, train_student  # NOTE: here: study imports this module at the end of a search
 
     done = folder / "result.json"
     if done.is_file():
@@ -60,12 +59,7 @@ def _train_one(ctx, cfg: JobConfig, space: SearchSpace, t, folder: Path, progres
     if not distill.train.checkpoint_every:  # a full-data run is long: checkpoint it (the results do not change)
         distill = dataclasses.replace(distill, train=dataclasses.replace(distill.train, checkpoint_every=200))
     t0 = time.perf_counter()
-    if cfg.finetune == "agora":  # as the trial was trained (Θ, ν and its stopping rule)
-        run_agora(ctx, spec, folder / "model", distill=distill, progress=progress)
-        m = json.loads((folder / "model" / "metrics.json").read_text())
-        m["train_seconds"] = m.get("wall_seconds", 0.0)
-    else:
-        m = distill_student(ctx, spec, folder / "model", distill=distill, progress=progress)
+    m = train_student(ctx, cfg, spec, distill, folder / "model", progress=progress)  # as the trial was trained
     precision = t.user_attrs.get("precision", "fp32")
     dep = deploy_model(ctx, cfg, folder, precision, m["metrics"])
     metric = cfg.task.primary_metric
@@ -81,17 +75,8 @@ def _train_one(ctx, cfg: JobConfig, space: SearchSpace, t, folder: Path, progres
 
 
 def _promoted_front(points: list[dict[str, Any]], objectives: list[str], directions: list[str]) -> list[int]:
-    from .intervals import Estimate
-
-    def values(p):
-        out = []
-        for name in objectives:
-            v = p[name]
-            ci = p.get(INTERVALS[name]) if name in INTERVALS else None
-            out.append(Estimate(float(v), float(ci[0]), float(ci[1])) if ci else float(v))
-        return out
-
-    vals = {p["trial"]: values(p) for p in points}
+    """Dominance with intervals among the promoted points (pareto.record_values gives each figure its interval)."""
+    vals = {p["trial"]: record_values(p, objectives, [p[name] for name in objectives]) for p in points}
     return sorted(n for n, v in vals.items() if not any(dominates_with_intervals(w, v, directions)
                                                         for o, w in vals.items() if o != n))
 
@@ -115,11 +100,7 @@ def promote_frontier(cfg: JobConfig, top: int | None = None, progress: bool = Tr
         trained.append(_train_one(ctx, cfg, space, t, root / str(t.number), progress))
 
     # Timed together with the teacher, as the confirmation pass does.
-    lc = cfg.search.latency
-    settings = dataclasses.replace(latency_settings(cfg), rounds=cfg.search.confirm.rounds,
-                                   calls_per_round=cfg.search.confirm.calls_per_round)
-    inputs = eval_length_batches(ctx.data.eval, lc.batch_size, limit=settings.calls_per_round, seed=0) \
-        if lc.seq_len == "eval" else None
+    settings, inputs = confirm_protocol(cfg, ctx.data.eval)
     models = {"teacher": teacher_reference(cfg)} | {f"trial {p['trial']}": Path(p["onnx"]) for p in trained}
     with measuring(lock_dir_for(cfg.run_dir)) as hold:
         res = measure_interleaved(models, "teacher", inputs, settings)

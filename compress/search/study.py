@@ -144,6 +144,18 @@ def _early_stopper(cfg: JobConfig, constraints: list[Constraint]):
     return on_eval
 
 
+def train_student(ctx, cfg: JobConfig, spec, distill, out, progress: bool, on_eval=None,
+                  lock_dir=None) -> dict[str, Any]:
+    """Distil one student into `out` (or fine-tune it with Agora when the job says so; Θ then supplies learning rate,
+    weight decay, warm-up and seed, and there is no early stopping); its metrics.json content."""
+    if cfg.finetune == "agora":
+        run_agora(ctx, spec, out, distill=distill, progress=progress, lock_dir=lock_dir)
+        m = json.loads((out / "metrics.json").read_text())
+        m["train_seconds"], m["eval_seconds"] = m["wall_seconds"], 0.0  # every θ and iteration, evaluation included
+        return m
+    return distill_student(ctx, spec, out, distill=distill, progress=progress, on_eval=on_eval, lock_dir=lock_dir)
+
+
 def deploy_model(ctx, cfg: JobConfig, trial_dir, precision: str, pytorch_metrics: dict[str, Any]) -> dict[str, Any]:
     """Export trial_dir/model to ONNX (checked against PyTorch), make the `precision` variant and score it: what
     is deployed and its metrics (PyTorch's for fp32, which the export matches within search.export_atol)."""
@@ -174,20 +186,14 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     spec, distill = space.settings(values)
     trial_dir = cfg.run_dir / "trials" / str(trial.number)
     if cfg.search.fidelity.enabled:  # this trial's rung: its share of the training rows (nested across rungs)
-        ctx, rung, rows = rung_context(ctx, cfg, trial.user_attrs.get("rung", 0))
-        trial.set_user_attr("rung", rung)
-        trial.set_user_attr("train_rows", rows)
+        ctx, rung, _ = rung_context(ctx, cfg, trial.user_attrs.get("rung", 0))
+        trial.set_user_attr("rung", rung)  # train_rows goes with the record below
     trial.set_user_attr("dir", str(trial_dir))
     trial.set_user_attr("spec", spec.to_json())
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("state", "running")
-    if cfg.finetune == "agora":  # Θ supplies learning rate, weight decay, warm-up and seed; no early stopping
-        run_agora(ctx, spec, trial_dir / "model", distill=distill, progress=False, lock_dir=lock_dir)
-        m = json.loads((trial_dir / "model" / "metrics.json").read_text())
-        m["train_seconds"], m["eval_seconds"] = m["wall_seconds"], 0.0  # every θ and iteration, evaluation included
-    else:
-        m = distill_student(ctx, spec, trial_dir / "model", distill=distill, progress=False,
-                            on_eval=_early_stopper(cfg, constraints), lock_dir=lock_dir)
+    m = train_student(ctx, cfg, spec, distill, trial_dir / "model", progress=False,
+                      on_eval=_early_stopper(cfg, constraints), lock_dir=lock_dir)
     t_distilled = time.perf_counter()
 
     precision = space.precision(values)
@@ -378,14 +384,17 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout:
     last = workers <= 1 if heldout is None else heldout  # this process finishes the study
     if last and needs_confirmation(cfg, study):
         confirm_and_report(cfg, study, ctx.data)
-    if last and cfg.search.fidelity.promote_top and not study.user_attrs.get("promotion"):
+    if last:
         _promote(cfg, study)
     if last and cfg.data.has_test:
         _heldout(cfg, study, ctx.data)
 
 
 def _promote(cfg: JobConfig, study: optuna.Study) -> None:
-    """search.fidelity.promote_top: the best K frontier points retrained on all rows (compress.search.promote)."""
+    """search.fidelity.promote_top: the best K frontier points retrained on all rows (compress.search.promote), once
+    per study; nothing when it is 0."""
+    if not cfg.search.fidelity.promote_top or study.user_attrs.get("promotion"):
+        return
     from .promote import promote_frontier  # NOTE: here: promote imports this module's deploy_model
 
     doc = promote_frontier(cfg, cfg.search.fidelity.promote_top, progress=False)
@@ -462,8 +471,7 @@ def run_search(cfg: JobConfig, config_path: str, workers: int = 1) -> None:
     write_outputs(cfg, study)
     if needs_confirmation(cfg, study):  # once, after every worker: no training shares the cores any more
         confirm_and_report(cfg, study)
-    if cfg.search.fidelity.promote_top and not study.user_attrs.get("promotion"):
-        _promote(cfg, study)
+    _promote(cfg, study)
     if cfg.data.has_test:  # once, after every worker: the frontier is final now
         _heldout(cfg, study)
 
