@@ -266,10 +266,14 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     from .search import open_study, write_outputs
     from .search.intervals import with_interval
     from .search.promote import promote_frontier
+    from .search.study import heldout_and_report
 
     cfg = load_run_config(args.run)
     doc = promote_frontier(cfg, args.top)
-    write_outputs(cfg, open_study(cfg, create=False))
+    study = open_study(cfg, create=False)
+    write_outputs(cfg, study)
+    if cfg.data.has_test:  # the promoted files on the held-out split (cached per file), frontier.json again
+        heldout_and_report(cfg, study)
     if args.json:
         print(json.dumps(doc, indent=2, default=str))
         return 0
@@ -316,8 +320,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if t:
         print(f"teacher: metric {_fmt(t.get('metric'))}, {t.get('params', 0):,} params, "
               f"{_with_ci(t.get('latency_ms'), t.get('latency_ci95_ms'))} ms ({t.get('latency_source')})")
+    if promo := s.get("promotion"):
+        print(f"promoted {promo['at']}: trials {promo['candidates']} retrained on all {promo['train_rows']:,} "
+              f"training rows; the frontier below is theirs (search's own: "
+              f"{[r['number'] for r in s['frontier_search']]})")
     print(f"frontier ({len(s['frontier'])} points; latency: median [95% interval], ratio to the teacher timed "
-          "together; 'confirmed' = re-measured by the confirmation pass, 'single' = the trial's own measurement):")
+          "together; 'confirmed' = re-measured by the confirmation pass, 'promoted' = the retrained model timed "
+          "with the teacher, 'single' = the trial's own measurement):")
     print(f"  {'trial':>5} {'metric':>8} {'params':>12} {'latency ms':>20} {'ratio':>21} {'figures':>9} "
           f"{'size MB':>8}  spec")
     for r in s["frontier"]:

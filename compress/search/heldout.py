@@ -198,7 +198,9 @@ def evaluate_heldout(cfg: JobConfig, study, data=None) -> dict[str, Any]:
     Each on its deployed ONNX file (the trial's `onnx`: fp32, or the searched precision), with ONNX Runtime at
     search.latency.threads. Cached per file in trials/<n>/test.json and teacher_onnx/test.json, keyed by the
     file's content hash and the split keys, so a rerun (or `compress report`) recomputes only what is missing.
-    Returns {"teacher": record or None, "trials": {number: record}}. Never touches trial values or the frontier.
+    After `compress promote`, each promoted file too (RUN/promoted/<n>/test.json), under "promoted".
+    Returns {"teacher": record or None, "trials": {number: record}[, "promoted": {number: record}]}. Never
+    touches trial values or the frontier.
     """
     if not cfg.data.has_test:
         return {}
@@ -215,4 +217,9 @@ def evaluate_heldout(cfg: JobConfig, study, data=None) -> dict[str, Any]:
     for t in trials:
         onnx_path = Path(t.user_attrs["onnx"])
         out["trials"][t.number] = cached_score(onnx_path, Path(t.user_attrs["dir"]) / CACHE_NAME, data, threads)
+    promo = study.user_attrs.get("promotion") or {}
+    for p in promo.get("points") or []:  # the promoted files (RUN/promoted/<n>/): what frontier.json reports then
+        if p.get("onnx") and Path(p["onnx"]).is_file():
+            out.setdefault("promoted", {})[p["trial"]] = cached_score(p["onnx"], Path(p["dir"]) / CACHE_NAME, data,
+                                                                      threads)
     return out

@@ -125,6 +125,10 @@ def frontier_document(cfg: JobConfig, study: optuna.Study) -> dict[str, Any]:
         doc["frontier_search"] = doc["frontier"]
         doc["frontier"] = [promoted_record(recs[p["trial"]], p, objectives) for p in promo["points"]
                            if p["trial"] in promo["frontier"]]
+        for rec in doc["frontier"]:  # the held-out figure of the promoted file, never the search's file's
+            rec.pop("test", None)
+            if read_test is not None and (test := read_test(rec.get("onnx"), rec.get("dir"))):
+                rec["test"] = test
         doc["reported_frontier"] = (f"promoted: the search's frontier retrained on all {promo['train_rows']:,} "
                                     "training rows, timed with the teacher (frontier_search: the search's own)")
     if fid := study.user_attrs.get("fidelity"):
@@ -240,12 +244,13 @@ def study_summary(cfg: JobConfig, study: optuna.Study | None = None) -> dict[str
         if r["state"] == "stopped" and r.get("steps") and r.get("total_steps") and r.get("timings"):
             per_step = r["timings"]["distill_s"] / max(1, r["steps"])
             saved += per_step * (r["total_steps"] - r["steps"])
-    return {
+    out = {
         "study": study.study_name, "storage": storage_url(cfg), "target": cfg.search.n_trials,
         "by_state": by_state, "completed": len(done), "feasible": len(feasible),
         # multi-fidelity: promotions are extra trials, beyond n_trials
         "promotions": sum(1 for r in done if r.get("promoted_from") is not None),
         "frontier": [r for r in recs if r["number"] in front],
+        "promotion": None,
         "ties": frontier_ties(study),
         "confirmation": _confirmation_block(conf) if (conf := confirmation(study)) else None,
         "eta_seconds": eta, "early_stopping_saved_seconds": round(saved, 1),
@@ -253,4 +258,12 @@ def study_summary(cfg: JobConfig, study: optuna.Study | None = None) -> dict[str
         "fidelity": ({**fid, "trials_by_rung": _by_rung(recs, len(fid["rows"]))}
                      if (fid := study.user_attrs.get("fidelity")) else None),
     }
+    if (promo := study.user_attrs.get("promotion")) and promo.get("points"):
+        # as frontier.json: the promoted models are what a user would ship; the search's frontier stays beside
+        by_number = {r["number"]: r for r in recs}
+        out["frontier_search"] = out["frontier"]
+        out["frontier"] = [promoted_record(by_number[p["trial"]], p, objectives) for p in promo["points"]
+                           if p["trial"] in promo["frontier"]]
+        out["promotion"] = {k: promo.get(k) for k in ("at", "train_rows", "frontier", "candidates")}
+    return out
 

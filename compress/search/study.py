@@ -387,7 +387,7 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout:
     if last:
         _promote(cfg, study)
     if last and cfg.data.has_test:
-        _heldout(cfg, study, ctx.data)
+        heldout_and_report(cfg, study, ctx.data)
 
 
 def _promote(cfg: JobConfig, study: optuna.Study) -> None:
@@ -426,13 +426,14 @@ def confirm_and_report(cfg: JobConfig, study: optuna.Study, data=None) -> dict[s
     return doc
 
 
-def _heldout(cfg: JobConfig, study: optuna.Study, data=None) -> None:
+def heldout_and_report(cfg: JobConfig, study: optuna.Study, data=None) -> None:
     """The held-out test figures, once the search is over; frontier.json is written again to carry them."""
     res = evaluate_heldout(cfg, study, data)
     write_outputs(cfg, study)
     metric = cfg.task.primary_metric
     named = ([("teacher", res["teacher"])] if res.get("teacher") else []) + \
-        [(f"trial {n}", r) for n, r in sorted(res.get("trials", {}).items())]
+        [(f"trial {n}", r) for n, r in sorted(res.get("trials", {}).items())] + \
+        [(f"trial {n} promoted", r) for n, r in sorted(res.get("promoted", {}).items())]
     for who, rec in named:
         print(f"held-out test: {who} {metric} {rec['metrics'].get(metric, float('nan')):.4f} ({rec['method']})",
               flush=True)
@@ -473,5 +474,5 @@ def run_search(cfg: JobConfig, config_path: str, workers: int = 1) -> None:
         confirm_and_report(cfg, study)
     _promote(cfg, study)
     if cfg.data.has_test:  # once, after every worker: the frontier is final now
-        _heldout(cfg, study)
+        heldout_and_report(cfg, study)
 

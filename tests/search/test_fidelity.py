@@ -18,6 +18,7 @@ from compress.search.fidelity import (
     rung_rows,
 )
 from compress.search.study import reap_stale_trials
+from tests.conftest import write_sentiment_tsv
 from tests.search.test_study import _search_raw, tiny_teacher  # noqa: F401 - the module fixture
 
 DIRS = ["maximize", "minimize"]  # metric up, params down
@@ -105,6 +106,8 @@ def mf_study(tmp_path_factory, tiny_teacher):  # noqa: F811
     """One multi-fidelity study for this module's end-to-end tests (it takes ~20 s)."""
     tmp = tmp_path_factory.mktemp("mf")
     raw = _fid_raw(tmp, tiny_teacher)
+    # a held-out test split: the promoted files must be scored on it too, not only the search's
+    raw["data"]["test"] = {"path": str(write_sentiment_tsv(tmp / "test.tsv", 16, seed=3)), "format": "tsv"}
     cfg = from_mapping(raw)
     run_worker(cfg, progress=False)
     return raw, cfg
@@ -161,14 +164,24 @@ def test_a_killed_rung_is_run_again_at_its_rung(tmp_path, tiny_teacher):  # noqa
     assert retry[0].user_attrs["retry_of"] == t.number
 
 
-def test_promotion_retrains_the_frontier_on_all_rows_and_resumes(mf_study):
+def test_promotion_retrains_the_frontier_on_all_rows_and_resumes(mf_study, capsys):
+    from compress.cli import main
     from compress.search import write_outputs
     from compress.search.promote import promote_frontier
 
     _, cfg = mf_study
     study = open_study(cfg, create=False)
     front = frontier(study)
-    doc = promote_frontier(cfg, top=2, progress=False)
+    search_front = sorted(t.number for t in front)
+    assert main(["promote", str(cfg.run_dir), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads((cfg.run_dir / "promoted.json").read_text())
+    assert f"promoted {len(doc['points'])} frontier points to all 48 training rows" in out
+    # The held-out split scores the promoted files (cached beside them), not only the search's.
+    for p in doc["points"]:
+        assert f"held-out test: trial {p['trial']} promoted accuracy" in out
+        test = json.loads((Path(p["dir"]) / "test.json").read_text())
+        assert Path(test["onnx"]).resolve() == Path(p["onnx"]).resolve() and test["rows"] == 16
     assert doc["train_rows"] == 48 and len(doc["points"]) == min(2, len(front))
     for p in doc["points"]:
         assert p["train_rows"] == 48 and p["rows_seen"] == 48 and p["low_budget"]["train_rows"] == 32
@@ -183,6 +196,15 @@ def test_promotion_retrains_the_frontier_on_all_rows_and_resumes(mf_study):
     assert sorted(r["number"] for r in fdoc["frontier"]) == doc["frontier"]
     assert all(r["promoted"] and r["train_rows"] == 48 and "/promoted/" in r["dir"] for r in fdoc["frontier"])
     assert fdoc["frontier_search"] and all(r["train_rows"] == 32 for r in fdoc["frontier_search"])
+    for r in fdoc["frontier"]:  # the promoted file's held-out figure, not the search file's
+        test = json.loads((Path(r["dir"]) / "test.json").read_text())
+        assert r["test"]["accuracy"] == test["metrics"]["accuracy"] and r["test"]["method"] == test["method"]
+    # `compress status` shows the promoted frontier, and the search's beside it.
+    assert main(["status", str(cfg.run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"training rows; the frontier below is theirs (search's own: {search_front})" in out
+    lines = [ln.split() for ln in out.splitlines() if ln.strip().split(" ")[0].isdigit()]
+    assert sorted(int(ln[0]) for ln in lines) == doc["frontier"] and all("promoted" in ln for ln in lines)
     from compress.deploy.package import resolve_trial
 
     picked = resolve_trial(cfg, scenario="knee")
