@@ -261,29 +261,46 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Loss weights and optimisation of a student: alpha_ce·T²·KL + alpha_task·hard + alpha_hidden·MSE."""
+    """Loss weights and optimisation of a student (compress.distill.losses): alpha_ce·T²·KL + alpha_task·hard
+    + alpha_hidden·hidden MSE + alpha_attention·attention MSE + alpha_relations·self-attention relation KL."""
 
     alpha_ce: float = 0.8  # weight of the soft-target KL to the teacher (MSE to it for regression)
     alpha_task: float = 0.2  # weight of the hard-label loss
-    alpha_hidden: float = 0.0  # weight of the hidden-state MSE; > 0 runs the teacher alongside the student
+    # The three losses on the teacher's internals run the teacher alongside the student (> 0 costs a teacher
+    # forward pass per step).
+    alpha_hidden: float = 0.0  # TinyBERT hidden-state MSE per mapped layer (a learned projection if widths differ)
+    alpha_attention: float = 0.0  # TinyBERT attention-probability MSE per mapped layer
+    alpha_relations: float = 0.0  # MiniLM-v2 query/key/value relation KL: teacher layer -> student's last layer
+    relation_heads: int | None = None  # relation heads (must divide both widths); None: the teacher's head count
+    relation_layer: int = -1  # the teacher layer whose relations are transferred (0 = first, -1 = last)
     temperature: float = 2.0  # softens both distributions; the KL term is scaled by T² to keep its gradient size
     layer_map: tuple[int, ...] | None = None  # teacher layer for each student layer; None: the copied layers
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        for key in ("alpha_ce", "alpha_task", "alpha_hidden", "temperature"):
+        weights = ("alpha_ce", "alpha_task", "alpha_hidden", "alpha_attention", "alpha_relations")
+        for key in (*weights, "temperature"):
             if not math.isfinite(getattr(self, key)):
                 raise invalid(f"distill.{key}", getattr(self, key), "must be a finite number")
-        for key in ("alpha_ce", "alpha_task", "alpha_hidden"):
+        for key in weights:
             if getattr(self, key) < 0:
                 raise invalid(f"distill.{key}", getattr(self, key), "loss weights must not be negative")
-        if self.alpha_ce + self.alpha_task + self.alpha_hidden == 0:
+        if sum(getattr(self, key) for key in weights) == 0:
             raise invalid("distill.alpha_*", 0, "at least one loss weight must be positive")
+        if self.relation_heads is not None and self.relation_heads < 1:
+            raise invalid("distill.relation_heads", self.relation_heads, "give a number of relation heads >= 1, "
+                          "or leave it out for the teacher's head count")
         if self.temperature <= 0:
             raise invalid("distill.temperature", self.temperature, "must be > 0")
         if self.layer_map is not None and (not self.layer_map or min(self.layer_map) < 0):
             raise invalid("distill.layer_map", list(self.layer_map),
                         "give one teacher layer (0 = the first) for each student layer")
+
+    @property
+    def uses_teacher_internals(self) -> bool:
+        """Whether a loss reads the teacher's hidden states, attention maps or relations (a teacher forward pass
+        per step; the cached logits are not enough)."""
+        return self.alpha_hidden > 0 or self.alpha_attention > 0 or self.alpha_relations > 0
 
 
 @dataclass(frozen=True)

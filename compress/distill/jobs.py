@@ -190,7 +190,7 @@ def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: Distill
     t0 = time.perf_counter()
     result = train(
         student, data, kd.train, kd=kd, teacher_outputs=ctx.outputs,
-        teacher_model=ctx.teacher if kd.alpha_hidden > 0 else None, layer_map=layer_map,
+        teacher_model=ctx.teacher if kd.uses_teacher_internals else None, layer_map=layer_map,
         curves_path=out / "curves.jsonl", on_eval=on_eval, desc=f"distill {spec.tag()}", progress=progress,
         lock_dir=lock_dir, checkpoint_dir=out / "checkpoint",
     )

@@ -1,7 +1,9 @@
 """The training loop, top to bottom: knowledge distillation of a student, or plain fine-tuning of a teacher.
 
-Loss = alpha_ce · T² · KL(teacher ‖ student) + alpha_task · hard loss + alpha_hidden · hidden MSE; AdamW with
-linear warm-up and decay, gradient clipping, an evaluation every `eval_every` steps written to curves.jsonl.
+Loss = alpha_ce · T² · KL(teacher ‖ student) + alpha_task · hard loss, plus the losses on the teacher's internals
+(hidden states, attention maps, self-attention relations: compress.distill.losses) when their weights are set;
+AdamW with linear warm-up and decay, gradient clipping, an evaluation every `eval_every` steps written to
+curves.jsonl.
 It runs through Hugging Face Accelerate (compress/distill/devices.py): on the configured device and precision,
 and data-parallel under `accelerate launch`. The rows of every step are a pure function of the seed and the
 step (`step_rows`), which is what lets a checkpointed run resume exactly where it stopped.
@@ -34,7 +36,7 @@ from ..data.features import MODEL_INPUTS, Split, TaskData
 from ..deploy.measure_lock import training_step
 from ..model.inference import evaluate_model
 from .devices import accelerator_for, device_report
-from .losses import hard_loss, hidden_mse, qa_soft_kl, regression_soft, soft_kl
+from .losses import QKV, attention_mse, hard_loss, hidden_mse, qa_soft_kl, regression_soft, relations_loss, soft_kl
 
 __all__ = ["StepBatches", "StopTraining", "TrainResult", "TrainingDiverged", "set_seed", "step_rows", "train"]
 
@@ -146,17 +148,19 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _loss_terms(task_type: str, kd: DistillConfig | None, teacher_outputs: dict[str, np.ndarray] | None,
-                teacher_model: nn.Module | None, layer_map: list[int] | None, device: torch.device | None = None):
-    """The active loss terms, built once: (name, weight, fn(student_out, batch, rows, teacher_hidden))."""
+                teacher_model: nn.Module | None, layer_map: list[int] | None, device: torch.device | None = None,
+                projection: nn.Module | None = None, relation_heads: int | None = None):
+    """The active loss terms, built once: (name, weight, fn(student_out, batch, rows, internals)); `internals`
+    holds the teacher's forward output and both models' captured query/key/value (None without such a loss)."""
     if kd is None:  # plain fine-tuning
-        return [("task", 1.0, lambda out, b, rows, th: hard_loss(task_type, out, b))]
+        return [("task", 1.0, lambda out, b, rows, inner: hard_loss(task_type, out, b))]
     terms = []
     if kd.alpha_ce > 0:
         if teacher_outputs is None:
             raise ValueError("alpha_ce > 0 needs the teacher's outputs on the training split")
         T = kd.temperature
 
-        def soft(out, b, rows, th):
+        def soft(out, b, rows, inner):
             if task_type == "qa":
                 width = out.start_logits.size(1)
                 ts = torch.from_numpy(teacher_outputs["start_logits"][rows, :width]).to(device)
@@ -167,21 +171,72 @@ def _loss_terms(task_type: str, kd: DistillConfig | None, teacher_outputs: dict[
 
         terms.append(("ce", kd.alpha_ce, soft))
     if kd.alpha_task > 0:
-        terms.append(("task", kd.alpha_task, lambda out, b, rows, th: hard_loss(task_type, out, b)))
+        terms.append(("task", kd.alpha_task, lambda out, b, rows, inner: hard_loss(task_type, out, b)))
     if kd.alpha_hidden > 0:
-        if teacher_model is None or layer_map is None:
-            raise ValueError("alpha_hidden > 0 needs the teacher model and a layer map")
-        terms.append(("hidden", kd.alpha_hidden,
-                      lambda out, b, rows, th: hidden_mse(out.hidden_states, th, layer_map, b["attention_mask"])))
+        terms.append(("hidden", kd.alpha_hidden, lambda out, b, rows, inner: hidden_mse(
+            out.hidden_states, inner["teacher"].hidden_states, layer_map, b["attention_mask"], projection)))
+    if kd.alpha_attention > 0:
+        terms.append(("attention", kd.alpha_attention, lambda out, b, rows, inner: attention_mse(
+            out.attentions, inner["teacher"].attentions, layer_map, b["attention_mask"])))
+    if kd.alpha_relations > 0:
+        terms.append(("relations", kd.alpha_relations, lambda out, b, rows, inner: relations_loss(
+            inner["student_qkv"], inner["teacher_qkv"], relation_heads, b["attention_mask"])))
     return terms
+
+
+def _encoder_layers(model: nn.Module):
+    """The transformer layers of a BERT-family model with a task head (model.bert.encoder.layer and kin)."""
+    base = getattr(model, "base_model", model)
+    try:
+        return base.encoder.layer
+    except AttributeError:
+        raise ValueError(f"{type(model).__name__} has no encoder.layer list: attention relations need a "
+                         "BERT-family encoder") from None
+
+
+class _QKVCapture:
+    """Forward hooks on one layer's query, key and value projections: their outputs of the latest forward."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        attn = layer.attention.self
+        self.values: dict[str, torch.Tensor] = {}
+        self.handles = [getattr(attn, k).register_forward_hook(self._hook(k)) for k in QKV]
+
+    def _hook(self, key: str):
+        def hook(module, args, output):
+            self.values[key] = output
+        return hook
+
+    def width(self, layer: nn.Module) -> int:
+        return layer.attention.self.query.out_features
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def relation_heads_for(kd: DistillConfig, student_width: int, teacher_width: int, teacher_heads: int) -> int:
+    """distill.relation_heads, or by default the largest count up to the teacher's heads that divides both the
+    student's and the teacher's query widths (MiniLM-v2 splits each side into the same number of relation heads)."""
+    if kd.relation_heads is not None:
+        for name, w in (("student's", student_width), ("teacher's", teacher_width)):
+            if w % kd.relation_heads:
+                raise ValueError(f"distill.relation_heads={kd.relation_heads} does not divide the {name} query width "
+                                 f"{w}; use a divisor of both {student_width} and {teacher_width}, or leave it out")
+        return kd.relation_heads
+    g = math.gcd(student_width, teacher_width)
+    return max(h for h in range(1, teacher_heads + 1) if g % h == 0)
 
 
 CHECKPOINT_FORMAT = 1
 
 
-def _fingerprint(model: nn.Module, data: TaskData, cfg: TrainConfig, kd: DistillConfig | None) -> str:
+def _fingerprint(model: nn.Module, data: TaskData, cfg: TrainConfig, kd: DistillConfig | None,
+                 projection: nn.Module | None = None) -> str:
     """What a checkpoint must match to be resumed: the model's shape, the data and every optimisation setting."""
     shapes = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    if projection is not None:
+        shapes += [(f"projection.{k}", tuple(v.shape)) for k, v in projection.state_dict().items()]
     # Where it runs and how batches are assembled do not change the optimisation: a run started on the CPU may go
     # on on a GPU, or with loader workers.
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("device", "dataloader_workers", "checkpoint_every")}
@@ -271,15 +326,37 @@ def train(
     if cfg.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size={cfg.batch_size} does not split between {accelerator.num_processes} processes; "
                          f"use a multiple of {accelerator.num_processes}")
-    terms = _loss_terms(task_type, kd, teacher_outputs, teacher_model, layer_map, device)
-    needs_hidden = any(name == "hidden" for name, _, _ in terms)
+    internals = kd is not None and kd.uses_teacher_internals
+    if internals and (teacher_model is None or layer_map is None):
+        raise ValueError("alpha_hidden, alpha_attention or alpha_relations > 0 needs the teacher model and a layer map")
+    projection, relation_heads, captures = None, None, []
+    if internals and kd.alpha_hidden > 0 and model.config.hidden_size != teacher_model.config.hidden_size:
+        # TinyBERT's W_h: the student's hidden states mapped to the teacher's width, learnt with the student
+        # (not part of the saved model)
+        projection = nn.Linear(model.config.hidden_size, teacher_model.config.hidden_size, bias=False)
+    if internals and kd.alpha_relations > 0:
+        layers_t = _encoder_layers(teacher_model)
+        if not -len(layers_t) <= kd.relation_layer < len(layers_t):
+            raise ValueError(f"distill.relation_layer={kd.relation_layer}: the teacher has {len(layers_t)} layers "
+                             f"(0 to {len(layers_t) - 1}, or -1 for the last)")
+        s_layer, t_layer = _encoder_layers(model)[-1], layers_t[kd.relation_layer]
+        captures = [_QKVCapture(s_layer), _QKVCapture(t_layer)]
+        relation_heads = relation_heads_for(kd, captures[0].width(s_layer), captures[1].width(t_layer),
+                                            teacher_model.config.num_attention_heads)
+    terms = _loss_terms(task_type, kd, teacher_outputs, teacher_model, layer_map, device, projection, relation_heads)
+    names = {name for name, _, _ in terms}
+    want_hidden, want_attn = "hidden" in names, "attention" in names
     write = accelerator.is_main_process
 
-    fingerprint = _fingerprint(model, data, cfg, kd) if checkpoint_dir is not None and cfg.checkpoint_every else ""
+    fingerprint = (_fingerprint(model, data, cfg, kd, projection)
+                   if checkpoint_dir is not None and cfg.checkpoint_every else "")
     resume = _read_checkpoint(checkpoint_dir, fingerprint) if fingerprint else None
     start = resume["step"] + 1 if resume else 1
 
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
+    groups = _param_groups(model, cfg.weight_decay)
+    if projection is not None:
+        groups[0]["params"] = groups[0]["params"] + list(projection.parameters())
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
     warmup = min(cfg.warmup_steps, total)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
@@ -287,7 +364,11 @@ def train(
     loader = DataLoader(_Rows(n), batch_sampler=StepBatches(n, cfg.batch_size, cfg.seed, start, total),
                         collate_fn=_Collate(data.train), num_workers=cfg.dataloader_workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
-    model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
+    if projection is not None:
+        model, projection, optimizer, loader, schedule = accelerator.prepare(model, projection, optimizer, loader,
+                                                                             schedule)
+    else:
+        model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
     if teacher_model is not None:
         teacher_model.to(device)
     eval_split = data.eval.subset(cfg.eval_limit) if cfg.eval_limit else data.eval
@@ -322,12 +403,15 @@ def train(
             rows = batch.pop("rows").cpu().numpy()
             inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
             with training_step(lock_dir):  # forward, backward and update: the CPU-heavy part a measurement must not see
-                out = model(**inputs, output_hidden_states=needs_hidden)
-                t_hidden = None
-                if needs_hidden:
+                out = model(**inputs, output_hidden_states=want_hidden, output_attentions=want_attn)
+                inner = None
+                if internals:
+                    inner = {"student_qkv": dict(captures[0].values) if captures else None}
                     with torch.no_grad(), accelerator.autocast():
-                        t_hidden = teacher_model(**inputs, output_hidden_states=True).hidden_states
-                values = {name: fn(out, batch, rows, t_hidden) for name, _, fn in terms}
+                        inner["teacher"] = teacher_model(**inputs, output_hidden_states=want_hidden,
+                                                         output_attentions=want_attn)
+                    inner["teacher_qkv"] = dict(captures[1].values) if captures else None
+                values = {name: fn(out, batch, rows, inner) for name, _, fn in terms}
                 loss = sum(w * values[name] for name, w, _ in terms)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(step, {"loss": loss.item(), **{k: v.item() for k, v in values.items()}})
@@ -389,6 +473,8 @@ def train(
         # The caller gets its model back as it gave it: on the CPU, without Accelerate's wrappers (mixed
         # precision patches forward), ready to save, export to ONNX or time.
         accelerator.unwrap_model(model, keep_fp32_wrapper=False).to("cpu")
+        for capture in captures:
+            capture.remove()
         if teacher_model is not None:
             teacher_model.to("cpu")
         if device.type != "cpu":  # give the GPU memory back for the next run (a gc pass; not worth it on the CPU)

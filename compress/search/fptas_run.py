@@ -42,7 +42,8 @@ def run_fptas(cfg, progress: bool = True) -> dict[str, Any]:
     held = data.eval.subset(min(fc.eval_rows, len(data.eval)))
     t_logits = predict_logits(ctx.teacher, held, task_type=cfg.task.type)
     e_max = surrogate_error(t_logits, t_logits)
-    kd = dataclasses.replace(cfg.distill, alpha_ce=1.0, alpha_task=0.0, alpha_hidden=0.0, temperature=1.0,
+    kd = dataclasses.replace(cfg.distill, alpha_ce=1.0, alpha_task=0.0, alpha_hidden=0.0, alpha_attention=0.0,
+                             alpha_relations=0.0, temperature=1.0,
                              train=dataclasses.replace(cfg.distill.train, max_steps=fc.steps, eval_every=0))
     out_dir = cfg.run_dir / "fptas"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,12 @@ __all__ = ["ParamSpec", "SearchSpace", "SearchSpaceError", "SPEC_PARAMS", "DISTI
 
 SPEC_PARAMS = ("num_layers", "heads", "intermediate_size", "hidden_size", "hidden_dropout", "attention_dropout",
                "classifier_dropout", "pruning_seed", "head_pruning", "layer_selection", "init")
-DISTILL_PARAMS = ("alpha_ce", "temperature", "alpha_hidden")  # alpha_task follows as 1 - alpha_ce
+DISTILL_PARAMS = ("alpha_ce", "temperature", "alpha_hidden", "alpha_attention", "alpha_relations",
+                  "relation_heads", "relation_layer")  # alpha_task follows as 1 - alpha_ce
 TRAIN_PARAMS = ("learning_rate", "warmup_steps", "epochs", "max_steps", "batch_size", "weight_decay")
 EXPORT_PARAMS = ("precision",)  # which ONNX variant the trial deploys: fp32, optimized or int8
-_INT_PARAMS = {"num_layers", "heads", "intermediate_size", "hidden_size", "pruning_seed", "warmup_steps", "max_steps", "batch_size"}
+_INT_PARAMS = {"num_layers", "heads", "intermediate_size", "hidden_size", "pruning_seed", "warmup_steps", "max_steps",
+               "batch_size", "relation_heads", "relation_layer"}
 
 
 class SearchSpaceError(ConfigError):
@@ -149,6 +151,9 @@ class SearchSpace:
                     raise ValueError(f"hidden_size={spec.hidden_size} exceeds the teacher's {t.hidden_size}")
                 if spec.hidden_size and spec.hidden_size % (heads[0] if spec.heads else t.num_attention_heads):
                     raise ValueError(f"hidden_size={spec.hidden_size} is not divisible by the heads")
+                if not -t.num_hidden_layers <= distill.relation_layer < t.num_hidden_layers:
+                    raise ValueError(f"relation_layer={distill.relation_layer}: the teacher has {t.num_hidden_layers} "
+                                     "layers (0 to the last, or -1 for the last)")
                 if spec.intermediate_size and spec.intermediate_size > t.intermediate_size:
                     raise ValueError(f"intermediate_size={spec.intermediate_size} exceeds the teacher's "
                                      f"{t.intermediate_size}")
@@ -199,6 +204,7 @@ class SearchSpace:
             "intermediate_size": t.intermediate_size, "layer_selection": "even", "init": "teacher",
             "head_pruning": "importance", "pruning_seed": 0,
             "alpha_ce": defaults.alpha_ce, "temperature": defaults.temperature, "alpha_hidden": 0.0,
+            "alpha_attention": 0.0, "alpha_relations": 0.0,
             **{k: getattr(student_defaults, k) for k in ("hidden_dropout", "attention_dropout", "classifier_dropout")},
         }
         fixed = self.fixed_values()

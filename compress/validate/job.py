@@ -76,10 +76,10 @@ def check_layer_map(cfg: JobConfig, command: str, teacher: TeacherFacts | None, 
     if layer_map is None:
         return
     shown = list(layer_map)
-    searched_hidden = "alpha_hidden" in cfg.search.space
-    if cfg.distill.alpha_hidden == 0 and not searched_hidden:
-        found.append(f"config key 'distill.layer_map' ({shown}): layer_map is used only by the hidden-state loss; "
-                     "set distill.alpha_hidden > 0 or remove it")
+    layered = ("alpha_hidden", "alpha_attention")  # the per-layer losses that follow the layer map
+    if not any(getattr(cfg.distill, k) > 0 or k in cfg.search.space for k in layered):
+        found.append(f"config key 'distill.layer_map' ({shown}): layer_map is used only by the hidden-state and "
+                     "attention losses; set distill.alpha_hidden or distill.alpha_attention > 0, or remove it")
     if teacher is None:
         return
     n = teacher.config.num_hidden_layers
@@ -157,18 +157,20 @@ def check_fptas(cfg: JobConfig, teacher: TeacherFacts | None, report: Report, co
 
 
 def check_agora(cfg: JobConfig, command: str, space: Any, found: list[str]) -> None:
-    """Agora trains students on soft targets and labels only: the hidden-state loss has no teacher pass there."""
-    alpha = cfg.distill.alpha_hidden
-    searched = space.params.get("alpha_hidden") if space is not None else None
-    high = max(searched.corners()) if searched is not None else None
-    why = "Agora trains students without the hidden-state loss (it runs no teacher forward pass per step)"
-    if (command == "agora" or searched is None) and alpha > 0:
-        where = "`compress agora`" if command == "agora" else "finetune: agora"
-        found.append(f"config key 'distill.alpha_hidden': got {alpha:g}; {why}: set it to 0 for {where}")
-    elif searched is not None and high and high > 0 and command != "agora":
-        found.append(f"config key 'search.space.alpha_hidden' reaches {high:g} with finetune: agora; {why}: remove "
-                     "alpha_hidden from search.space, or set finetune: distill")
-
+    """Agora trains students on soft targets and labels only: the losses on the teacher's internals (hidden states,
+    attention maps, relations) have no teacher pass there."""
+    why = "Agora trains students without the losses on the teacher's internals (it runs no teacher forward pass " \
+          "per step)"
+    for key in ("alpha_hidden", "alpha_attention", "alpha_relations"):
+        alpha = getattr(cfg.distill, key)
+        searched = space.params.get(key) if space is not None else None
+        high = max(searched.corners()) if searched is not None else None
+        if (command == "agora" or searched is None) and alpha > 0:
+            where = "`compress agora`" if command == "agora" else "finetune: agora"
+            found.append(f"config key 'distill.{key}': got {alpha:g}; {why}: set it to 0 for {where}")
+        elif searched is not None and high and high > 0 and command != "agora":
+            found.append(f"config key 'search.space.{key}' reaches {high:g} with finetune: agora; {why}: remove "
+                         f"{key} from search.space, or set finetune: distill")
 
 
 def check_devices(cfg: JobConfig, command: str, report: Report) -> None:

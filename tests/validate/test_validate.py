@@ -109,7 +109,7 @@ def test_validate_exits_2_and_lists_every_error(tmp_path, headed):
     assert len(errors) == 4, errors  # the space, the constraint, layer_map unused, layer 7 out of range
     only(errors, "heads=8 exceeds the teacher's 4 heads")
     only(errors, "'acc >= 0.8'", "accuracy")
-    only(errors, "distill.layer_map", "used only by the hidden-state loss", "alpha_hidden > 0")
+    only(errors, "distill.layer_map", "used only by the hidden-state and attention losses", "alpha_hidden")
     only(errors, "distill.layer_map", "7", "4 layers")
     res = run_cli("validate", str(write_yaml(tmp_path, raw)))
     assert res.returncode == 2 and "not ready: 4 errors" in res.stdout and "Traceback" not in res.stderr
@@ -157,8 +157,11 @@ def test_layer_map_with_alpha_hidden_zero_unless_alpha_hidden_is_searched(tmp_pa
     raw = clean_raw(tmp_path, headed)
     raw["distill"]["layer_map"] = [1, 3]
     errors = validate(from_mapping(raw), "distill", lengths=False).errors
-    assert errors == ["config key 'distill.layer_map' ([1, 3]): layer_map is used only by the hidden-state loss; "
-                      "set distill.alpha_hidden > 0 or remove it"]
+    assert errors == ["config key 'distill.layer_map' ([1, 3]): layer_map is used only by the hidden-state and "
+                      "attention losses; set distill.alpha_hidden or distill.alpha_attention > 0, or remove it"]
+    raw["distill"]["alpha_attention"] = 0.5  # the attention loss follows the layer map too
+    assert validate(from_mapping(raw), "distill", lengths=False).errors == []
+    raw["distill"]["alpha_attention"] = 0.0
     raw["search"] = {"space": {"alpha_hidden": {"type": "float", "low": 0.0, "high": 1.0}}}
     assert validate(from_mapping(raw), "search", lengths=False).errors == []
     # a fixed layer map cannot fit a searched depth
@@ -200,6 +203,8 @@ def test_agora_refuses_the_hidden_state_loss(tmp_path, headed):
     raw = clean_raw(tmp_path, headed)
     raw["distill"]["alpha_hidden"] = 0.5
     only(validate(from_mapping(raw), "agora", lengths=False).errors, "distill.alpha_hidden", "Agora")
+    raw["distill"].update(alpha_hidden=0.0, alpha_relations=0.5)
+    only(validate(from_mapping(raw), "agora", lengths=False).errors, "distill.alpha_relations", "Agora")
     assert validate(from_mapping(raw), "distill", lengths=False).errors == []
 
 
