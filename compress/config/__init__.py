@@ -6,15 +6,15 @@ Light on purpose (PyYAML only): the data loaders and the HTTP service import it.
 from .errors import ConfigError, invalid
 from .load import build, from_mapping, load_config, load_run_config, to_dict
 from .schema import (
-    AgoraConfig, DataConfig, DistillConfig, JobConfig, SourceConfig, SplitConfig, TaskConfig, TeacherConfig,
-    ThetaConfig, TrainConfig,
+    AgoraConfig, AugmentConfig, DataConfig, DistillConfig, JobConfig, SourceConfig, SplitConfig, TaskConfig, TeacherConfig,
+    ThetaConfig, TrainConfig, VocabPruneConfig,
 )
 from .search import (
     ConfirmConfig, EarlyStopConfig, FidelityConfig, FptasConfig, LatencyConfig, ReportConfig, SearchConfig,
 )
 
 __all__ = [
-    "AgoraConfig", "ConfigError", "ConfirmConfig", "DataConfig", "DistillConfig", "EarlyStopConfig", "FidelityConfig", "FptasConfig", "JobConfig",
+    "AgoraConfig", "AugmentConfig", "ConfigError", "ConfirmConfig", "DataConfig", "DistillConfig", "EarlyStopConfig", "FidelityConfig", "FptasConfig", "JobConfig",
     "LatencyConfig", "ReportConfig", "SearchConfig", "SourceConfig", "SplitConfig", "TaskConfig", "TeacherConfig",
-    "ThetaConfig", "TrainConfig", "build", "from_mapping", "invalid", "load_config", "load_run_config", "to_dict",
+    "ThetaConfig", "TrainConfig", "VocabPruneConfig", "build", "from_mapping", "invalid", "load_config", "load_run_config", "to_dict",
 ]

@@ -209,6 +209,10 @@ def from_mapping(raw: Any, config_path: str | None = None) -> JobConfig:
             if split in data:
                 data[split] = _sources(data[split], f"data.{split}")
         raw["data"] = data
+    augment = (raw.get("distill") or {}).get("augment") if isinstance(raw.get("distill"), dict) else None
+    if isinstance(augment, dict) and "unlabelled" in augment and augment["unlabelled"] is not None:
+        raw["distill"] = {**raw["distill"], "augment": {**augment, "unlabelled": _sources(
+            augment["unlabelled"], "distill.augment.unlabelled")}}
     task = raw.get("task")
     if isinstance(task, dict) and isinstance(task.get("labels"), list):
         # YAML reads `labels: [0, 1]` as numbers; a label is a name, compared with the data's text

@@ -17,6 +17,7 @@ from .search import FptasConfig, ReportConfig, SearchConfig
 
 __all__ = [
     "AgoraConfig",
+    "AugmentConfig",
     "DataConfig",
     "DistillConfig",
     "JobConfig",
@@ -26,6 +27,7 @@ __all__ = [
     "TeacherConfig",
     "ThetaConfig",
     "TrainConfig",
+    "VocabPruneConfig",
 ]
 
 TaskType = Literal["classification", "pair_classification", "regression", "qa"]
@@ -260,6 +262,33 @@ class TeacherConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Teacher-labelled augmentation of the distillation set (compress.distill.augment)."""
+
+    factor: float = 0.0  # new rows per training row made by the transforms (0: off); 4 makes the set 5x larger
+    transforms: tuple[str, ...] = ("delete", "swap", "neighbour")  # word deletion, swap, embedding neighbour
+    neighbours: int = 10  # candidates per word for the neighbour substitution (the teacher's input embeddings)
+    # in-domain text without labels (files with the task's text columns; the label column is not read), labelled
+    # by the teacher like the transformed rows; not for QA
+    unlabelled: tuple[SourceConfig, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.factor) and self.factor >= 0):
+            raise invalid("distill.augment.factor", self.factor, "give the new rows per training row, >= 0 (0: off)")
+        bad = [t for t in self.transforms if t not in ("delete", "swap", "neighbour")]
+        if bad or (self.factor > 0 and not self.transforms):
+            raise invalid("distill.augment.transforms", list(self.transforms),
+                          "use some of delete, swap, neighbour")
+        if self.neighbours < 1:
+            raise invalid("distill.augment.neighbours", self.neighbours, "must be at least 1")
+
+    @property
+    def enabled(self) -> bool:
+        return self.factor > 0 or bool(self.unlabelled)
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """Loss weights and optimisation of a student (compress.distill.losses): alpha_ce·T²·KL + alpha_task·hard
     + alpha_hidden·hidden MSE + alpha_attention·attention MSE + alpha_relations·self-attention relation KL."""
@@ -275,6 +304,7 @@ class DistillConfig:
     relation_layer: int = -1  # the teacher layer whose relations are transferred (0 = first, -1 = last)
     temperature: float = 2.0  # softens both distributions; the KL term is scaled by T² to keep its gradient size
     layer_map: tuple[int, ...] | None = None  # teacher layer for each student layer; None: the copied layers
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # teacher-labelled extra training rows
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -352,6 +382,25 @@ class AgoraConfig:
 
 
 @dataclass(frozen=True)
+class VocabPruneConfig:
+    """How a student with `vocab_pruning` on (student: section, or searched) prunes its vocabulary after training
+    (compress/model/vocab.py): special tokens and the training data's tokens are always kept."""
+
+    min_count: int = 1  # a training token is kept when it occurs this often; 1 keeps all (training text unchanged)
+    # also keep c and ##c for every character the kept tokens are spelt with: an unseen word spelt with them splits
+    # into those pieces instead of becoming [UNK] (a few hundred rows at most)
+    keep_chars: bool = True
+    extra_top_n: int = 0  # also keep the first N other words of the teacher's vocabulary (BERT's: the commonest)
+
+    def __post_init__(self) -> None:
+        if self.min_count < 1:
+            raise invalid("vocab_prune.min_count", self.min_count, "must be at least 1 (1 keeps every token of the "
+                          "training data)")
+        if self.extra_top_n < 0:
+            raise invalid("vocab_prune.extra_top_n", self.extra_top_n, "must be 0 or a number of extra tokens to keep")
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """One job: a teacher, a task and its data, and how to distill students from it."""
 
@@ -365,6 +414,7 @@ class JobConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     fptas: FptasConfig = field(default_factory=FptasConfig)
     agora: AgoraConfig = field(default_factory=AgoraConfig)
+    vocab_prune: VocabPruneConfig = field(default_factory=VocabPruneConfig)  # for students with vocab_pruning on
     finetune: Literal["distill", "agora"] = "distill"  # how a student (and each search trial) is trained
     output_dir: str = "runs"
     threads: int | None = None  # torch CPU threads; None uses every core

@@ -182,13 +182,14 @@ def _row_texts(row: dict[str, Any], task: TaskConfig, where: str) -> tuple[str, 
 
 def load_text_examples(
     sources: tuple[SourceConfig, ...], task: TaskConfig, config_path: str | None = None,
-    on_bad_row: str = "error",
+    on_bad_row: str = "error", labelled: bool = True,
 ) -> list[TextExample]:
-    """Read every source of a split into examples, validating columns and labels row by row."""
+    """Read every source of a split into examples, validating columns and labels row by row. With `labelled`
+    False (unlabelled text for augmentation) the label column is not read and every label is None."""
     if task.type == "qa":
         raise DataError("a qa task reads SQuAD data; use load_qa_examples")
     label_of = _LabelMap(task)
-    needed = [*task.text_columns, task.label_column]
+    needed = [*task.text_columns, task.label_column] if labelled else list(task.text_columns)
     examples: list[TextExample] = []
     skipped: list[str] = []
     for source in sources:
@@ -210,7 +211,7 @@ def load_text_examples(
                     raise _missing_column(where, missing[0], row, first=first)
                 first = False
                 texts = _row_texts(row, task, where)
-                label = label_of(row.get(task.label_column), where)
+                label = label_of(row.get(task.label_column), where) if labelled else None
             except DataError as exc:
                 if on_bad_row == "skip" and not first:
                     skipped.append(str(exc))

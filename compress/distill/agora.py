@@ -43,11 +43,11 @@ import numpy as np
 
 from ..config import JobConfig, ThetaConfig, to_dict
 from ..data.augment import Nu
-from ..data.features import Split, TaskData, encode_texts
-from ..data.qa import featurize_qa
+from ..data.features import TaskData
 from ..model.inference import evaluate_model, predict_logits
 from ..model.metrics import compute_exact, points
 from ..model.student import build_student, param_count
+from .augment import concat_splits, encode_split
 from .devices import placed, resolve_device
 from .jobs import save_run
 from .loop import train
@@ -121,25 +121,6 @@ def wrong_examples(task_type: str, examples: list[Any], predictions: list[Any]) 
     return [ex for ex, p in zip(examples, predictions) if int(p) != int(ex.label)]
 
 
-def _split(ctx, name: str, examples: list[Any]):
-    cfg = ctx.cfg
-    if cfg.task.type == "qa":
-        arrays = featurize_qa(examples, ctx.tokenizer, cfg.data.max_seq_length, cfg.data.doc_stride)
-    else:
-        arrays = encode_texts(examples, ctx.tokenizer, cfg.data.max_seq_length, cfg.task.type == "regression")
-    return Split(name, arrays, examples, f"{name}-{len(examples)}")
-
-
-def _concat(base, new):
-    arrays = {}
-    for k, v in base.arrays.items():
-        w = new.arrays[k]
-        if k == "example_index":
-            w = w + len(base.examples)
-        arrays[k] = np.concatenate([v, w])
-    return Split(base.name, arrays, base.examples + new.examples, f"{base.key}+{new.key}")
-
-
 def _make_new(ctx, nu, wrong: list[Any], ac, rng: np.random.Generator):
     """ν over the errors, teacher labels, balance; returns (split of new rows, teacher outputs on them)."""
     made = []
@@ -152,7 +133,7 @@ def _make_new(ctx, nu, wrong: list[Any], ac, rng: np.random.Generator):
     if not made:
         return None, None
     task = ctx.cfg.task.type
-    split = _split(ctx, "agora", made)
+    split = encode_split(ctx, "agora", made)
     with placed(ctx.teacher, resolve_device(ctx.cfg.distill.train.device, "distill.train.device")):
         out = predict_logits(ctx.teacher, split, task_type=task)
     if task == "qa":
@@ -174,7 +155,7 @@ def _make_new(ctx, nu, wrong: list[Any], ac, rng: np.random.Generator):
         return None, None
     # Re-encode the kept rows (their labels are the teacher's now) and reuse the teacher's outputs on them
     # rather than running the teacher a second time: features of the kept rows, in order.
-    chosen = _split(ctx, "agora", [made[i] for i in kept])
+    chosen = encode_split(ctx, "agora", [made[i] for i in kept])
     rows = (np.isin(split.arrays["example_index"], kept) if "example_index" in split.arrays
             else np.asarray(kept))
     if not np.array_equal(chosen.arrays["input_ids"], split.arrays["input_ids"][rows]):
@@ -246,7 +227,7 @@ def run_agora(ctx, spec, out: Path, distill=None, progress: bool = True, lock_di
             if new_split is None:
                 reason = "no new example could be made (no errors, or ν applies to none of them)"
             else:
-                train_split = _concat(train_split, new_split)
+                train_split = concat_splits(train_split, new_split)
                 outputs = {k: np.concatenate([outputs[k], new_out[k]]) for k in outputs}
         table.append(row)
         if progress:

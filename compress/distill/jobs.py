@@ -27,6 +27,7 @@ from ..model.teacher import (
     cached_importance, check_tokenizer, load_teacher, load_tokenizer, model_fingerprint, resolve_model,
     teacher_outputs,
 )
+from .augment import augmented_training
 from .devices import resolve_device
 from .loop import TrainResult, set_seed, train
 
@@ -131,6 +132,7 @@ class Context:
     teacher_metrics: dict[str, Any]
     outputs: dict[str, Any]  # teacher logits on the training split
     importance: Any
+    fingerprint: str = ""  # the teacher's model_fingerprint (names cached teacher outputs)
 
     @property
     def cache_dir(self) -> Path:
@@ -161,7 +163,7 @@ def load_context(cfg: JobConfig, progress: bool = True) -> Context:
         teacher_metrics, _ = evaluate_model(teacher, data, progress=progress)
         teacher_metrics["params"] = param_count(teacher.config, _head(data.task.type), data.num_labels)
         write_json(metrics_file, teacher_metrics)
-    return Context(cfg, tokenizer, data, teacher, path, teacher_metrics, outputs, importance)
+    return Context(cfg, tokenizer, data, teacher, path, teacher_metrics, outputs, importance, fingerprint)
 
 
 def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: DistillConfig | None = None,
@@ -188,8 +190,12 @@ def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: Distill
     if len(layer_map) != spec.num_layers:
         raise ValueError(f"distill.layer_map has {len(layer_map)} entries for a {spec.num_layers}-layer student")
     t0 = time.perf_counter()
+    data, outputs, augment = augmented_training(ctx, kd.augment, progress=progress)  # as it was when off
+    if augment["enabled"]:
+        log.info("distill %s: %d training rows + %d teacher-labelled augmented rows", spec.tag(),
+                 augment["train_rows"], augment["rows"])
     result = train(
-        student, data, kd.train, kd=kd, teacher_outputs=ctx.outputs,
+        student, data, kd.train, kd=kd, teacher_outputs=outputs,
         teacher_model=ctx.teacher if kd.uses_teacher_internals else None, layer_map=layer_map,
         curves_path=out / "curves.jsonl", on_eval=on_eval, desc=f"distill {spec.tag()}", progress=progress,
         lock_dir=lock_dir, checkpoint_dir=out / "checkpoint",
@@ -198,7 +204,7 @@ def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: Distill
         "spec": spec.to_json(), "params": params, "teacher_layers": layers,
         "teacher": {"path": ctx.teacher_dir, "metric": ctx.teacher_metrics.get(data.task.primary_metric),
                     "params": ctx.teacher_metrics.get("params")},
-        "distill_config": to_dict(kd), "config_hash": config_hash(cfg),
+        "distill_config": to_dict(kd), "config_hash": config_hash(cfg), "augment": augment,
         "wall_seconds": round(time.perf_counter() - t0, 2), "version_2": data.version_2,
     }
     save_run(out, student, ctx.tokenizer, data, result, extra)

@@ -18,12 +18,13 @@ from ..deploy.variants import PRECISIONS
 from ..model.student import StudentSpec, configured_spec_fields, teacher_layers
 
 __all__ = ["ParamSpec", "SearchSpace", "SearchSpaceError", "SPEC_PARAMS", "DISTILL_PARAMS", "TRAIN_PARAMS",
-           "EXPORT_PARAMS"]
+           "EXPORT_PARAMS", "AUGMENT_PARAMS"]
 
 SPEC_PARAMS = ("num_layers", "heads", "intermediate_size", "hidden_size", "hidden_dropout", "attention_dropout",
-               "classifier_dropout", "pruning_seed", "head_pruning", "layer_selection", "init")
+               "classifier_dropout", "pruning_seed", "head_pruning", "layer_selection", "init", "vocab_pruning")
 DISTILL_PARAMS = ("alpha_ce", "temperature", "alpha_hidden", "alpha_attention", "alpha_relations",
                   "relation_heads", "relation_layer")  # alpha_task follows as 1 - alpha_ce
+AUGMENT_PARAMS = ("augment_factor",)  # distill.augment.factor: teacher-labelled new rows per training row
 TRAIN_PARAMS = ("learning_rate", "warmup_steps", "epochs", "max_steps", "batch_size", "weight_decay")
 EXPORT_PARAMS = ("precision",)  # which ONNX variant the trial deploys: fp32, optimized or int8
 _INT_PARAMS = {"num_layers", "heads", "intermediate_size", "hidden_size", "pruning_seed", "warmup_steps", "max_steps",
@@ -101,7 +102,7 @@ class SearchSpace:
         if not raw:
             raise SearchSpaceError("config key 'search.space' is empty; name at least one parameter to search, "
                                    "e.g. num_layers: {type: int, low: 1, high: 4}")
-        known = SPEC_PARAMS + DISTILL_PARAMS + TRAIN_PARAMS + EXPORT_PARAMS
+        known = SPEC_PARAMS + DISTILL_PARAMS + AUGMENT_PARAMS + TRAIN_PARAMS + EXPORT_PARAMS
         params = {}
         for name, value in raw.items():
             if name not in known:
@@ -122,6 +123,11 @@ class SearchSpace:
                 if spec.type != "categorical" or bad:
                     raise SearchSpaceError(f"config key 'search.space.precision': got {bad or spec.type!r}; use "
                                            f"type: categorical with choices from {list(PRECISIONS)}")
+            if name == "vocab_pruning" and (spec.type != "categorical"
+                                            or not all(isinstance(c, bool) for c in spec.choices)):
+                raise SearchSpaceError(f"config key 'search.space.vocab_pruning': got "
+                                       f"{list(spec.choices) if spec.choices else spec.type!r}; use type: categorical "
+                                       "with choices [false, true]")
             params[name] = spec
         space = cls(params, cfg, teacher_config)
         space.validate()
@@ -169,6 +175,7 @@ class SearchSpace:
         values = configured_spec_fields(self.cfg.student, self.teacher_config.num_hidden_layers)
         for name in DISTILL_PARAMS:
             values[name] = getattr(self.cfg.distill, name)
+        values["augment_factor"] = self.cfg.distill.augment.factor
         for name in TRAIN_PARAMS:
             values[name] = getattr(self.cfg.distill.train, name)
         values["precision"] = self.cfg.search.precision
@@ -202,7 +209,7 @@ class SearchSpace:
         base = {
             "num_layers": max(1, t.num_hidden_layers // 2), "heads": t.num_attention_heads,
             "intermediate_size": t.intermediate_size, "layer_selection": "even", "init": "teacher",
-            "head_pruning": "importance", "pruning_seed": 0,
+            "head_pruning": "importance", "pruning_seed": 0, "vocab_pruning": False,
             "alpha_ce": defaults.alpha_ce, "temperature": defaults.temperature, "alpha_hidden": 0.0,
             "alpha_attention": 0.0, "alpha_relations": 0.0,
             **{k: getattr(student_defaults, k) for k in ("hidden_dropout", "attention_dropout", "classifier_dropout")},
@@ -228,7 +235,11 @@ class SearchSpace:
         kd = {k: merged[k] for k in DISTILL_PARAMS if k in self.params}
         if "alpha_ce" in self.params:
             kd["alpha_task"] = round(1.0 - float(merged["alpha_ce"]), 10)
-        return spec, dataclasses.replace(distill, train=train, **kd)
+        distill = dataclasses.replace(distill, train=train, **kd)
+        if "augment_factor" in self.params:
+            distill = dataclasses.replace(distill, augment=dataclasses.replace(
+                distill.augment, factor=float(merged["augment_factor"])))
+        return spec, distill
 
     def precision(self, values: dict[str, Any]) -> str:
         """The ONNX variant a point deploys (and is measured as)."""
