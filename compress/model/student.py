@@ -39,6 +39,9 @@ class StudentSpec:
     attention_dropout: float = 0.1
     classifier_dropout: float = 0.1  # dropout before the task head
     init: Literal["teacher", "random"] = "teacher"  # start from the teacher's weights, or from scratch
+    # After training, keep only the embedding rows of the training data's tokens (config vocab_prune:, see
+    # compress/model/vocab.py); off keeps the teacher's whole vocabulary.
+    vocab_pruning: bool = False
 
     def __post_init__(self) -> None:
         if self.num_layers < 1:
@@ -80,6 +83,8 @@ class StudentSpec:
             raise ValueError(f"StudentSpec.head_pruning={self.head_pruning!r}: use 'importance' or 'random'")
         if self.init not in ("teacher", "random"):
             raise ValueError(f"StudentSpec.init={self.init!r}: use 'teacher' or 'random'")
+        if not isinstance(self.vocab_pruning, bool):
+            raise ValueError(f"StudentSpec.vocab_pruning={self.vocab_pruning!r}: use true or false")
 
     def heads_per_layer(self, teacher_heads: int) -> list[int]:
         if self.heads is None:
@@ -89,10 +94,11 @@ class StudentSpec:
         return list(self.heads)
 
     def tag(self) -> str:
-        """A short readable name, e.g. L3-H12-F1536-teacher."""
+        """A short readable name, e.g. L3-H12-F1536-teacher (and -vocab with a pruned vocabulary)."""
         heads = self.heads if not isinstance(self.heads, tuple) else "x".join(map(str, self.heads))
         width = f"-D{self.hidden_size}" if self.hidden_size else ""
-        return f"L{self.num_layers}-H{heads or 'all'}-F{self.intermediate_size or 'all'}{width}-{self.init}"
+        vocab = "-vocab" if self.vocab_pruning else ""
+        return f"L{self.num_layers}-H{heads or 'all'}-F{self.intermediate_size or 'all'}{width}-{self.init}{vocab}"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -50,6 +50,14 @@ def _spec_text(s: dict[str, Any] | None) -> str:
     return f"L{s.get('num_layers')} H{s.get('heads')} F{s.get('intermediate_size')}"
 
 
+def _vocab_text(r: dict[str, Any]) -> str:
+    """' V<kept tokens> (<share>% eval tokens [UNK])' for a pruned vocabulary (compress.model.vocab), else ''."""
+    v = r.get("vocab_prune")
+    if not v:
+        return ""
+    return f" V{v['vocab_size']:,} ({100 * v['eval']['unk_token_share']:.2f}% eval tokens [UNK])"
+
+
 def _latency(r: dict[str, Any] | None) -> str:
     """`median [low, high]` ms with the interval when there is one."""
     r = r or {}
@@ -92,7 +100,7 @@ def build_tables(data: dict[str, Any], cfg: JobConfig, scen: list[dict[str, Any]
     front = []
     for r in doc["frontier"]:
         front.append([str(r["number"]), *values(r["value"], r), f"{r['params']:,}", _latency(r), _ratio(r),
-                      _source(r), _fmt(r.get("size_mb"), ".1f"), _spec_text(r.get("spec")),
+                      _source(r), _fmt(r.get("size_mb"), ".1f"), _spec_text(r.get("spec")) + _vocab_text(r),
                       str(r.get("precision") or "fp32"), "yes" if r.get("dominates_baseline") else "",
                       ", ".join(str(n) for n in r.get("tied_with") or [])])
     t["frontier"] = (["trial", *metric_cols, "params", "latency ms [95% CI]", "ratio to teacher [95% CI]",

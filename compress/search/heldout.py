@@ -26,6 +26,7 @@ from ..data.features import prepare_task_data
 from ..data.split import ids_hash
 from ..deploy.measure import external_data
 from ..deploy.variants import serving_threshold
+from ..distill.vocab import data_for_model, is_pruned
 from ..model.inference import evaluate_onnx
 from ..model.metrics import SquadGold, squad_evaluate
 from ..model.teacher import load_tokenizer
@@ -179,6 +180,8 @@ def heldout_data(cfg: JobConfig, study=None):
     if study is not None:
         folders += [Path(t.user_attrs["onnx"]).parent for t in _to_score(study)[1]]
     for folder in folders:
+        if is_pruned(folder):  # its own vocabulary (data_for_model gives its splits), not the one the others share
+            continue
         if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
             return prepare_task_data(cfg, load_tokenizer(str(folder)))
     raise FileNotFoundError(f"no exported model with a tokenizer in {cfg.run_dir} (teacher_onnx/ or a trial's "
@@ -216,10 +219,12 @@ def evaluate_heldout(cfg: JobConfig, study, data=None) -> dict[str, Any]:
     _, trials = _to_score(study)
     for t in trials:
         onnx_path = Path(t.user_attrs["onnx"])
-        out["trials"][t.number] = cached_score(onnx_path, Path(t.user_attrs["dir"]) / CACHE_NAME, data, threads)
+        # A pruned vocabulary reads the splits as its own tokenizer gives them (compress.distill.vocab).
+        out["trials"][t.number] = cached_score(onnx_path, Path(t.user_attrs["dir"]) / CACHE_NAME,
+                                               data_for_model(cfg, data, onnx_path.parent), threads)
     promo = study.user_attrs.get("promotion") or {}
     for p in promo.get("points") or []:  # the promoted files (RUN/promoted/<n>/): what frontier.json reports then
         if p.get("onnx") and Path(p["onnx"]).is_file():
-            out.setdefault("promoted", {})[p["trial"]] = cached_score(p["onnx"], Path(p["dir"]) / CACHE_NAME, data,
-                                                                      threads)
+            out.setdefault("promoted", {})[p["trial"]] = cached_score(
+                p["onnx"], Path(p["dir"]) / CACHE_NAME, data_for_model(cfg, data, Path(p["onnx"]).parent), threads)
     return out

@@ -188,7 +188,7 @@ def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
     write_json(fpath, doc)
     cols = ["number", "state", "baseline", "feasible", "metric", "value", *MEASURES, "latency_ci95_ms",
             "latency_ratio_ci95", "latency_source", "latency_p90_ms", "precision", "rung", "promoted_from",
-            "train_rows", "rows_seen",
+            "train_rows", "rows_seen", "vocab_size", "unk_token_share", "unk_row_share",
             "distill_s", "evaluate_s", "export_s", "variant_s", "measure_s", "total_s", "steps", "total_steps",
             "reason", "params_searched", "dir"]
 
@@ -198,6 +198,10 @@ def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
             w.writeheader()
             for rec in study_records(study, objectives):
                 rec.update(rec.get("timings") or {})
+                if rec.get("vocab_prune"):  # a pruned vocabulary: its size and what it turns into [UNK] on eval
+                    v = rec["vocab_prune"]
+                    rec.update(vocab_size=v["vocab_size"], unk_token_share=v["eval"]["unk_token_share"],
+                               unk_row_share=v["eval"]["unk_row_share"])
                 for k in ("latency_ci95_ms", "latency_ratio_ci95"):
                     rec[k] = json.dumps(rec[k]) if rec.get(k) else ""
                 rec["params_searched"] = json.dumps(rec["params_searched"])
