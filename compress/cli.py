@@ -76,7 +76,19 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     ctx = load_context(cfg)
     spec = _student_spec(cfg, args.student, ctx.teacher.config.num_hidden_layers)
     out = Path(args.out) if args.out else cfg.run_dir / "students" / spec.tag()
+    if spec.vocab_pruning:
+        from .model.vocab import check_prunable
+
+        check_prunable(ctx.tokenizer)  # before training: a tokenizer this tool cannot rewrite
     m = distill_student(ctx, spec, out)
+    if spec.vocab_pruning:
+        from .distill.vocab import prune_student_vocabulary
+
+        m = prune_student_vocabulary(ctx, out, cfg.vocab_prune, cfg.distill.augment)
+        v = m["vocab_prune"]
+        print(f"vocabulary pruned to {v['vocab_size']:,} of {v['teacher_vocab_size']:,} tokens: "
+              f"{100 * v['eval']['unk_token_share']:.2f}% of eval tokens become [UNK] "
+              f"({100 * v['eval']['unk_row_share']:.1f}% of rows)")
     _print_student(m, out)
     return 0
 
@@ -90,6 +102,10 @@ def _cmd_agora(args: argparse.Namespace) -> int:
     spec = _student_spec(cfg, args.student, ctx.teacher.config.num_hidden_layers)
     out = Path(args.out) if args.out else cfg.run_dir / "students" / f"{spec.tag()}-agora"
     res = run_agora(ctx, spec, out)
+    if spec.vocab_pruning:  # the saved student (its metrics.json) is then the pruned one; the table is Agora's own
+        from .distill.vocab import prune_student_vocabulary
+
+        prune_student_vocabulary(ctx, out, cfg.vocab_prune)
     metric = cfg.task.primary_metric
     print(f"agora stopped: {res.stopped}")
     print(f"  {'iter':>4} {'rows':>7} {'kept':>12} {metric:>10} {'teacher':>8} {'gap pt':>7}")
@@ -203,9 +219,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"trial {rec['number']}: variants re-measured on the eval set; latency with the single-model protocol "
           f"(ONNX Runtime, batch {cfg.search.latency.batch_size}, seq {cfg.search.latency.seq_len}, "
           f"{cfg.search.latency.threads} threads, median of {cfg.search.latency.repeats})")
-    print(f"  {'precision':<10} {metric:>10} {'latency ms':>10} {'p90 ms':>8} {'size MB':>8}  folder")
+    print(f"  {'precision':<12} {metric:>10} {'latency ms':>10} {'p90 ms':>8} {'size MB':>8}  folder")
     for r in rows:
-        print(f"  {r['precision']:<10} {r['metrics'].get(metric, float('nan')):>10.4f} {r['latency_ms']:>10.2f} "
+        print(f"  {r['precision']:<12} {r['metrics'].get(metric, float('nan')):>10.4f} {r['latency_ms']:>10.2f} "
               f"{r['latency_p90_ms']:>8.2f} {r['size_mb']:>8.1f}  {r['dir']}")
     print(f"written: {Path(rec['dir']) / 'variants.json'}; each folder loads with Optimum's ORTModelFor*")
     return 0
@@ -417,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print promoted.json")
     pr.set_defaults(func=_cmd_promote)
 
-    for name, helptext in (("export", "make the fp32, optimized and int8 ONNX variants of a trial and re-measure each"),
+    for name, helptext in (("export", "make the fp32, optimized, int8-dynamic and int8-static ONNX variants of a trial "
+                                     "and re-measure each"),
                            ("package", "store a trial's ONNX variant as a BentoML model for `bentoml serve`")):
         e = sub.add_parser(name, help=helptext)
         e.add_argument("run", help="run directory (runs/<name>) or the job's YAML config")
@@ -428,10 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--within", type=float, default=1.0,
                        help="--pick fastest: points of the teacher's metric you may give up (default 1)")
         if name == "export":
-            e.add_argument("--precision", default="fp32,optimized,int8", help="comma-separated variants")
+            e.add_argument("--precision", default="fp32,optimized,int8-dynamic,int8-static",
+                           help="comma-separated variants (int8 = int8-dynamic; int8-static calibrates on training "
+                                "rows, as search.calibration says)")
             e.set_defaults(func=_cmd_export)
         else:
-            e.add_argument("--precision", choices=["fp32", "optimized", "int8"],
+            # NOTE: written out, not compress.deploy.variants.PRECISIONS: importing it loads torch for --help
+            e.add_argument("--precision", choices=["fp32", "optimized", "int8-dynamic", "int8-static", "int8"],
                            help="variant to serve (default: the one the trial was measured as)")
             e.add_argument("--name", default="compress-model", help="BentoML model name (default compress-model, "
                                                                     "what the service serves by default)")

@@ -10,11 +10,11 @@ from .schema import (
     ThetaConfig, TrainConfig, VocabPruneConfig,
 )
 from .search import (
-    ConfirmConfig, EarlyStopConfig, FidelityConfig, FptasConfig, LatencyConfig, ReportConfig, SearchConfig,
+    CalibrationConfig, ConfirmConfig, EarlyStopConfig, FidelityConfig, FptasConfig, LatencyConfig, ReportConfig, SearchConfig,
 )
 
 __all__ = [
-    "AgoraConfig", "AugmentConfig", "ConfigError", "ConfirmConfig", "DataConfig", "DistillConfig", "EarlyStopConfig", "FidelityConfig", "FptasConfig", "JobConfig",
+    "AgoraConfig", "AugmentConfig", "CalibrationConfig", "ConfigError", "ConfirmConfig", "DataConfig", "DistillConfig", "EarlyStopConfig", "FidelityConfig", "FptasConfig", "JobConfig",
     "LatencyConfig", "ReportConfig", "SearchConfig", "SourceConfig", "SplitConfig", "TaskConfig", "TeacherConfig",
     "ThetaConfig", "TrainConfig", "VocabPruneConfig", "build", "from_mapping", "invalid", "load_config", "load_run_config", "to_dict",
 ]

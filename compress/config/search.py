@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from .errors import invalid
 
-__all__ = ["ConfirmConfig", "EarlyStopConfig", "FptasConfig", "LatencyConfig", "ReportConfig", "SearchConfig"]
+__all__ = ["CalibrationConfig", "ConfirmConfig", "EarlyStopConfig", "FptasConfig", "LatencyConfig", "ReportConfig",
+           "SearchConfig"]
 
 @dataclass(frozen=True)
 class LatencyConfig:
@@ -126,6 +127,23 @@ class FidelityConfig:
 
 
 @dataclass(frozen=True)
+class CalibrationConfig:
+    """Static int8 (precision int8-static): the training rows its activation ranges are read from
+    (compress.deploy.variants.calibration_feeds). Eval rows are never used: the metric is measured on them."""
+
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"  # minmax: the ranges seen (ONNX Runtime's default)
+    rows: int = 256  # training rows run through the model (QA: windows); all of them when the split is smaller
+    batch_size: int = 16  # rows per calibration call; one batch's activations are held in memory at a time
+    seed: int = 0  # draws the rows, so every trial of a study calibrates on the same rows
+
+    def __post_init__(self) -> None:
+        if self.rows < 1:
+            raise invalid("search.calibration.rows", self.rows, "must be at least 1 (256 is usually enough)")
+        if self.batch_size < 1:
+            raise invalid("search.calibration.batch_size", self.batch_size, "must be at least 1")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """The multi-objective study: what is searched, what is optimised, what must hold, where it is stored."""
 
@@ -146,7 +164,9 @@ class SearchConfig:
     early_stopping: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     export_atol: float = 1e-3  # largest |ONNX - PyTorch| output difference accepted; more fails the trial
-    precision: Literal["fp32", "optimized", "int8"] = "fp32"  # the variant trials deploy and measure, unless searched
+    # the variant trials deploy and measure, unless searched; int8 is int8-dynamic (its name before int8-static)
+    precision: Literal["fp32", "optimized", "int8-dynamic", "int8-static", "int8"] = "fp32"
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)  # int8-static's training rows
     heartbeat_interval: float = 10.0  # seconds between a running trial's heartbeats
     grace_period: float = 60.0  # a running trial silent this long is taken as dead and re-run
     max_failed_trials: int | None = None  # stop the study after this many failed trials; None: n_trials

@@ -1,5 +1,5 @@
 """From a trained student to something to serve: the ONNX export (checked against PyTorch), its fp32, optimized
-and int8 variants, the latency protocol, and the BentoML package.
+and int8 (dynamic, static) variants, the latency protocol, and the BentoML package.
 
 onnxrt (ONNX Runtime sessions, configured one way everywhere) · export · variants · measure (latency and size) ·
 latency (paired rounds against a reference, with bootstrap intervals) · capacity (throughput, peak memory) ·
@@ -18,6 +18,7 @@ _WHERE = {
     "ExportMismatch": "export", "ExportResult": "export", "export_onnx": "export", "validate_onnx": "export",
     "PRECISIONS": "variants", "Variant": "variants", "VariantError": "variants", "make_variant": "variants",
     "measure_variants": "variants", "serving_threshold": "variants", "variant_dir": "variants",
+    "Calibration": "variants", "calibration_feeds": "variants", "canonical_precision": "variants",
     "eval_length_batches": "measure", "onnx_latency": "measure", "onnx_size": "measure", "torch_latency": "measure",
     "LatencySettings": "latency", "bootstrap_median_ci": "latency", "measure_paired": "latency",
     "paired_rounds": "latency", "round_spread": "latency",

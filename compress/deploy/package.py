@@ -1,9 +1,9 @@
 """`compress export` and `compress package`: deployable variants of a trial, and a BentoML model to serve.
 
-`export_variants(cfg, trial)` makes the fp32, optimised and int8 ONNX variants of one trial and re-measures
-each (metric on the eval set, latency with the search's protocol, size). `package(cfg, ...)` stores one variant
-of one trial (chosen by number or by a scenario, see compress.search.scenarios) in the local BentoML model store:
-model.onnx, config.json, tokenizer files and compress.json (task, labels, lengths, the no-answer threshold
+`export_variants(cfg, trial)` makes the fp32, optimised, dynamic and static int8 ONNX variants of one trial and
+re-measures each (metric on the eval set, latency with the search's protocol, size). `package(cfg, ...)` stores one
+variant of one trial (chosen by number or by a scenario, see compress.search.scenarios) in the local BentoML model
+store: model.onnx, config.json, tokenizer files and compress.json (task, labels, lengths, the no-answer threshold
 learnt on the eval set, and the measured figures with their methods; with a held-out test split, the packaged
 file's test metrics too, see compress.search.heldout). No pickled object is written.
 """
@@ -26,7 +26,7 @@ from ..search.objectives import latency
 from ..search.results import write_outputs
 from ..search.scenarios import pick
 from ..search.storage import open_study
-from .variants import PRECISIONS, measure_variants
+from .variants import calibration_feeds, canonical_precision, measure_variants
 
 __all__ = ["DEFAULT_MODEL_NAME", "PackageError", "describe", "export_variants", "package", "resolve_trial"]
 
@@ -67,11 +67,16 @@ def _data(cfg: JobConfig, trial_dir: Path):
 
 def export_variants(cfg: JobConfig, rec: dict[str, Any], precisions, progress: bool = True,
                     data=None) -> list[dict[str, Any]]:
-    """Make and re-measure the variants of one trial; rows also land in trials/<n>/variants.json."""
+    """Make and re-measure the variants of one trial; rows also land in trials/<n>/variants.json. int8-static
+    calibrates on the job's training split, as search.calibration says."""
     trial_dir = Path(rec["dir"])
     data = data if data is not None else _data(cfg, trial_dir)
+    cal = cfg.search.calibration
+    calibration = calibration_feeds(data.train, cal.rows, cal.batch_size, cal.method, cal.seed) \
+        if "int8-static" in {canonical_precision(p) for p in precisions} else None
     return measure_variants(trial_dir, data, lambda p: latency(p, data.eval, cfg), precisions,
-                            threads=cfg.search.latency.threads, atol=cfg.search.export_atol, progress=progress)
+                            threads=cfg.search.latency.threads, atol=cfg.search.export_atol, progress=progress,
+                            calibration=calibration)
 
 
 def package(cfg: JobConfig, trial: int | None = None, scenario: str | None = None, within: float = 1.0,
@@ -81,8 +86,7 @@ def package(cfg: JobConfig, trial: int | None = None, scenario: str | None = Non
 
     rec = resolve_trial(cfg, trial, scenario, within)
     precision = precision or rec.get("precision") or "fp32"
-    if precision not in PRECISIONS:
-        raise PackageError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    canonical_precision(precision)  # a VariantError naming the choices, before any data is read
     data = _data(cfg, Path(rec["dir"]))
     [row] = export_variants(cfg, rec, [precision], progress=progress, data=data)
     metric = cfg.task.primary_metric

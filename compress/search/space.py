@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..config import ConfigError, DistillConfig, JobConfig, build
-from ..deploy.variants import PRECISIONS
+from ..deploy.variants import ALIASES, PRECISIONS
 from ..model.student import StudentSpec, configured_spec_fields, teacher_layers
 
 __all__ = ["ParamSpec", "SearchSpace", "SearchSpaceError", "SPEC_PARAMS", "DISTILL_PARAMS", "TRAIN_PARAMS",
@@ -26,7 +26,7 @@ DISTILL_PARAMS = ("alpha_ce", "temperature", "alpha_hidden", "alpha_attention", 
                   "relation_heads", "relation_layer")  # alpha_task follows as 1 - alpha_ce
 AUGMENT_PARAMS = ("augment_factor",)  # distill.augment.factor: teacher-labelled new rows per training row
 TRAIN_PARAMS = ("learning_rate", "warmup_steps", "epochs", "max_steps", "batch_size", "weight_decay")
-EXPORT_PARAMS = ("precision",)  # which ONNX variant the trial deploys: fp32, optimized or int8
+EXPORT_PARAMS = ("precision",)  # the ONNX variant a trial deploys: fp32, optimized, int8-dynamic (int8), int8-static
 _INT_PARAMS = {"num_layers", "heads", "intermediate_size", "hidden_size", "pruning_seed", "warmup_steps", "max_steps",
                "batch_size", "relation_heads", "relation_layer"}
 
@@ -119,10 +119,11 @@ class SearchSpace:
                 raise SearchSpaceError(f"config key 'search.space.{name}.type': got {spec.type!r}; {name} is a "
                                        "whole number: use int or categorical")
             if name == "precision":
-                bad = [c for c in (spec.choices or ()) if c not in PRECISIONS]
+                bad = [c for c in (spec.choices or ()) if c not in PRECISIONS and c not in ALIASES]
                 if spec.type != "categorical" or bad:
                     raise SearchSpaceError(f"config key 'search.space.precision': got {bad or spec.type!r}; use "
-                                           f"type: categorical with choices from {list(PRECISIONS)}")
+                                           f"type: categorical with choices from {list(PRECISIONS)} (int8 is "
+                                           "int8-dynamic)")
             if name == "vocab_pruning" and (spec.type != "categorical"
                                             or not all(isinstance(c, bool) for c in spec.choices)):
                 raise SearchSpaceError(f"config key 'search.space.vocab_pruning': got "

@@ -21,6 +21,7 @@ worker only). Only completed trials count towards `n_trials`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -38,11 +39,13 @@ from optuna.trial import FrozenTrial, TrialState
 from ..config import JobConfig, to_dict
 from ..deploy.export import export_onnx
 from ..deploy.measure_lock import lock_dir_for, measuring
-from ..deploy.variants import make_variant, variant_dir
+from ..deploy.variants import calibration_feeds, canonical_precision, make_variant, variant_dir
 from ..distill.agora import run_agora
 from ..distill.jobs import distill_student, load_context
 from ..distill.loop import StopTraining, TrainingDiverged
+from ..distill.vocab import data_for_model, prune_student_vocabulary
 from ..model.inference import evaluate_onnx
+from ..model.vocab import check_prunable
 from .confirm import confirm_candidates, confirm_study, needs_confirmation
 from .heldout import evaluate_heldout
 from .intervals import with_interval
@@ -147,29 +150,45 @@ def _early_stopper(cfg: JobConfig, constraints: list[Constraint]):
 def train_student(ctx, cfg: JobConfig, spec, distill, out, progress: bool, on_eval=None,
                   lock_dir=None) -> dict[str, Any]:
     """Distil one student into `out` (or fine-tune it with Agora when the job says so; Θ then supplies learning rate,
-    weight decay, warm-up and seed, and there is no early stopping); its metrics.json content."""
+    weight decay, warm-up and seed, and there is no early stopping); its metrics.json content.
+
+    With spec.vocab_pruning the saved student's vocabulary is then pruned (compress.distill.vocab): metrics and params
+    are the pruned model's, and "vocab_prune" says what was kept and what it changes on the eval split."""
     if cfg.finetune == "agora":
         run_agora(ctx, spec, out, distill=distill, progress=progress, lock_dir=lock_dir)
         m = json.loads((out / "metrics.json").read_text())
         m["train_seconds"], m["eval_seconds"] = m["wall_seconds"], 0.0  # every θ and iteration, evaluation included
-        return m
-    return distill_student(ctx, spec, out, distill=distill, progress=progress, on_eval=on_eval, lock_dir=lock_dir)
+    else:
+        m = distill_student(ctx, spec, out, distill=distill, progress=progress, on_eval=on_eval, lock_dir=lock_dir)
+    if spec.vocab_pruning:  # the tokens of what it trained on: with distillation, the augmented rows too
+        augment = None if cfg.finetune == "agora" else (distill or cfg.distill).augment
+        pruned = prune_student_vocabulary(ctx, out, cfg.vocab_prune, augment)
+        m.update({k: pruned[k] for k in ("value", "metrics", "params", "vocab_prune")})
+    return m
 
 
 def deploy_model(ctx, cfg: JobConfig, trial_dir, precision: str, pytorch_metrics: dict[str, Any]) -> dict[str, Any]:
     """Export trial_dir/model to ONNX (checked against PyTorch), make the `precision` variant and score it: what
-    is deployed and its metrics (PyTorch's for fp32, which the export matches within search.export_atol)."""
+    is deployed and its metrics (PyTorch's for fp32, which the export matches within search.export_atol).
+
+    A pruned vocabulary reads the eval split as its own tokenizer gives it ("eval_split", for timing it too) and
+    the training rows in its own ids (static int8 calibrates on them)."""
     t0 = time.perf_counter()
+    ctx = dataclasses.replace(ctx, data=data_for_model(cfg, ctx.data, trial_dir / "model", ctx.tokenizer))
     exported = export_onnx(trial_dir / "model", trial_dir / "onnx", cfg.task.type, sample=export_sample(ctx),
                            atol=cfg.search.export_atol)
     out: dict[str, Any] = {"exported": exported, "deployed": exported.path, "size_bytes": exported.size_bytes,
+                           "eval_split": ctx.data.eval,
                            "metrics": pytorch_metrics, "variant": None, "export_s": round(time.perf_counter() - t0, 2),
                            "variant_s": 0.0, "metric_source": "PyTorch on the full eval split; the fp32 ONNX file "
                                                               "matches it within search.export_atol"}
     if precision != "fp32":
         t0 = time.perf_counter()
+        cal = cfg.search.calibration  # int8-static: this trial's training rows (a rung's, with fidelity)
+        calibration = calibration_feeds(ctx.data.train, cal.rows, cal.batch_size, cal.method, cal.seed) \
+            if canonical_precision(precision) == "int8-static" else None
         variant = make_variant(trial_dir / "onnx", variant_dir(trial_dir, precision), precision,
-                               cfg.search.export_atol)
+                               cfg.search.export_atol, calibration)
         out["metrics"], _ = evaluate_onnx(variant.path, ctx.data, threads=cfg.search.latency.threads)
         out.update(deployed=variant.path, size_bytes=variant.size_bytes, variant=variant,
                    metric_source=f"ONNX Runtime on the {precision} variant ({variant.path}), full eval split",
@@ -204,8 +223,8 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
         trial.set_user_attr("variant", dep["variant"].to_json())
     t0 = time.perf_counter()
     with measuring(lock_dir) as hold:  # no training step of any worker on this machine runs meanwhile
-        lat = paired_latency(deployed, ctx.data.eval, cfg)
-        capacity = capacity_measures(deployed, ctx.data.eval, cfg, wanted_capacity(cfg))
+        lat = paired_latency(deployed, dep["eval_split"], cfg)
+        capacity = capacity_measures(deployed, dep["eval_split"], cfg, wanted_capacity(cfg))
     lat["lock_wait_s"] = round(hold.waited_s, 3)
     lat["concurrent_workers"] = workers
     t_measure = time.perf_counter() - t0
@@ -223,9 +242,11 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     names = [str(c) for c in constraints] or ["early_stopped"]
     for name, v in zip(names, violations):
         trial.set_constraint(name, float(v))  # samplers learn the infeasible region from these
+    vocab_s = (m.get("vocab_prune") or {}).get("seconds", 0.0)
     timings = {"distill_s": m["train_seconds"], "evaluate_s": m["eval_seconds"],
                "export_s": t_export, "variant_s": t_variant, "measure_s": round(t_measure, 2),
-               "build_and_io_s": round(t_distilled - t_start - m["train_seconds"] - m["eval_seconds"], 2),
+               "vocab_prune_s": vocab_s,
+               "build_and_io_s": round(t_distilled - t_start - m["train_seconds"] - m["eval_seconds"] - vocab_s, 2),
                "total_s": round(time.perf_counter() - t_start, 2)}
     record = {
         "state": "stopped" if stopped else "complete", "feasible": feasible, "reason": stopped or "",
@@ -241,6 +262,8 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
         # compute, in training-row passes: rows the optimiser saw (steps × batch size; Agora: every θ's run)
         "rows_seen": m.get("rows_seen", m["steps"] * distill.train.batch_size),
         "constraints": violations, "constraint_names": names,
+        # what was kept and the eval tokens and rows it turns into [UNK] (or splits otherwise); None: full vocabulary
+        "vocab_prune": m.get("vocab_prune"),
     }
     for k, v in record.items():
         trial.set_user_attr(k, v)
@@ -296,6 +319,9 @@ def prepare_search(cfg: JobConfig, progress: bool = True):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ctx = load_context(cfg, progress=progress)
     space = SearchSpace.from_config(cfg, ctx.teacher.config)
+    vocab = space.params.get("vocab_pruning")
+    if (vocab and True in vocab.choices) or space.fixed_values().get("vocab_pruning"):
+        check_prunable(ctx.tokenizer)  # before any trial trains: a tokenizer this tool cannot rewrite
     objective_directions(cfg), search_constraints(cfg, metric_names(cfg))  # refuse bad objectives/constraints up front
     study = open_study(cfg, space)
     fc = cfg.search.fidelity

@@ -146,9 +146,10 @@ def test_precision_searched_deploys_and_measures_the_variant(tmp_path, tiny_base
     trial_dir = Path(trials[0].user_attrs["dir"])
     data = prepare_task_data(cfg, load_tokenizer(str(trial_dir / "onnx")))
     rows = measure_variants(trial_dir, data, lambda p: latency(p, data.eval, cfg), threads=1)
-    assert [r["precision"] for r in rows] == ["fp32", "optimized", "int8"]
+    assert [r["precision"] for r in rows] == ["fp32", "optimized", "int8-dynamic", "int8-static"]
     saved = json.loads((trial_dir / "variants.json").read_text())["variants"]
-    assert [r["precision"] for r in saved] == ["fp32", "optimized", "int8"]
+    assert [r["precision"] for r in saved] == ["fp32", "optimized", "int8-dynamic", "int8-static"]
+    assert rows[3]["method"]["calibration"]["rows"] == len(data.train)  # by default the training split, not eval
     labels = data.eval.arrays["labels"]
     for r in rows:
         from compress.model.inference import onnx_session
@@ -159,7 +160,7 @@ def test_precision_searched_deploys_and_measures_the_variant(tmp_path, tiny_base
         pred = s.run(None, arrays)[0].argmax(1)
         assert r["metrics"]["accuracy"] == pytest.approx(float((pred == labels).mean()))
         assert r["latency_method"]["runtime"] == "onnxruntime" and r["latency_ms"] > 0
-    assert rows[2]["size_mb"] < rows[0]["size_mb"]
+    assert rows[2]["size_mb"] < rows[0]["size_mb"] and rows[3]["size_mb"] < rows[0]["size_mb"]
 
 
 def test_qa_variant_records_the_no_answer_threshold(tmp_path, tiny_base):
