@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency bench-scale clean
+.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency bench-scale bench-students clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency bench-scale
+bench: bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency bench-scale bench-students
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/bench_distill.py
@@ -43,6 +43,9 @@ bench-latency: $(STAMP)  # confirms the studies of bench-search (runs them first
 
 bench-scale: $(STAMP)  # hours: resumable stage by stage (state in .cache/bench-scale/); run it again to go on
 	$(BIN)/python benchmarks/bench_scale.py
+
+bench-students: $(STAMP)  # hours, resumable (.cache/bench-students/); uses bench-scale's teacher once it is trained
+	$(BIN)/python benchmarks/bench_students.py
 
 clean:
 	rm -rf $(VENV) runs .cache
