@@ -1,16 +1,30 @@
-"""ASGI middleware for the service: a request-body limit (413) and one shape for every 400.
+"""ASGI middleware for the service: one JSON shape for every client error, and one log line per rejected request.
 
-BentoML answers invalid input with 400 and pydantic's error list; this rewrites such bodies to
-{"error": "<field>: <message>", "field": "<field>", "detail": [...]}, so a client (or a person reading a log)
-sees at once which field is wrong and what to send.
+- POST to an API route needs `Content-Type: application/json` (charset, if given, utf-8): anything else (form
+  data, multipart, text/plain, XML, none) gets 415 before BentoML parses the body, since its other decoders accept
+  bodies this service does not (text/plain parsed as JSON) or fail with a server error (multipart without parts).
+- A body over the limit gets 413, whether it declares its length or is sent chunked.
+- Every 4xx and 503 answer, BentoML's and Starlette's (400 with pydantic's error list, 404 and 405 as plain text,
+  503 from the dispatcher) is rewritten to {"error": "<field>: <what is wrong and what to send>", "field":
+  "<field>" or null, "detail": [...] (400 only)}; a 503 also gets `Retry-After`.
+- One line per rejected request (`bentoml.compress.rejected`, INFO: method, path, status, message); the
+  service's log filter drops BentoML's traceback for client errors (`quiet_client_errors`), so tracebacks are left
+  for real server faults.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
-__all__ = ["BodyLimitAndErrors", "error_message"]
+__all__ = ["BodyLimitAndErrors", "error_message", "quiet_client_errors"]
+
+log = logging.getLogger("bentoml.compress.rejected")
+
+RETRY_AFTER_S = 1  # what a 503 tells the client to wait before trying again (seconds)
+_REASONS = {404: "no such endpoint", 405: "method not allowed", 413: "body too large", 415: "unsupported media type",
+            503: "overloaded"}
 
 
 def _path(loc: list[Any]) -> str:
@@ -25,10 +39,11 @@ def error_message(payload: Any) -> dict[str, Any]:
     if isinstance(payload, list) and len(payload) == 1 and isinstance(payload[0], dict):
         payload = payload[0]  # BentoML wraps BentoMLException bodies in a one-element list
     if not isinstance(payload, dict):
-        return {"error": str(payload)}
+        return {"error": str(payload), "field": None}
     detail = payload.get("detail")
     if not isinstance(detail, list) or not detail:
-        return payload
+        return {"error": str(payload.get("error") or payload.get("detail") or "bad request"),
+                "field": payload.get("field")}
     messages, fields = [], []
     for d in detail:
         field = _path(list(d.get("loc") or [])) or "body"
@@ -47,82 +62,189 @@ def error_message(payload: Any) -> dict[str, Any]:
     return {"error": "; ".join(messages), "field": fields[0], "detail": detail}
 
 
+def _media_type_error(headers: dict[bytes, bytes]) -> str | None:
+    """Why the request's Content-Type is refused (None when it is JSON in UTF-8)."""
+    raw = headers.get(b"content-type")
+    if raw is None:
+        return "body: no Content-Type; send the JSON body with Content-Type: application/json"
+    value = raw.decode("latin-1")
+    media, *params = [p.strip() for p in value.split(";")]
+    if media.lower() != "application/json":
+        return f"body: Content-Type {media or value!r} is not supported; send JSON with Content-Type: application/json"
+    for p in params:
+        key, _, v = p.partition("=")
+        if key.strip().lower() == "charset" and v.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return f"body: charset {v.strip()!r} is not supported; JSON is sent in UTF-8 (charset=utf-8)"
+    return None
+
+
+def _plain(raw: bytes) -> str:
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace").strip()
+    if isinstance(payload, dict):
+        return str(payload.get("error") or payload.get("detail") or "")
+    if isinstance(payload, list) and payload and isinstance(payload[0], dict):
+        return str(payload[0].get("error") or "")
+    return str(payload)
+
+
 class BodyLimitAndErrors:
-    def __init__(self, app, max_body_bytes: int = 1 << 20) -> None:
+    def __init__(self, app, max_body_bytes: int = 1 << 20, api_paths: tuple[str, ...] = ("/classify", "/answer"),
+                 retry_after_s: int = RETRY_AFTER_S) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.api_paths = frozenset(api_paths)
+        self.retry_after_s = retry_after_s
 
-    async def _reply(self, send, status: int, body: dict[str, Any]) -> None:
+    async def _reply(self, scope, send, status: int, body: dict[str, Any], extra: list | None = None) -> None:
         data = json.dumps(body).encode()
+        _log_rejected(scope, status, body.get("error", ""))
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                                *(extra or [])]})
         await send({"type": "http.response.body", "body": data})
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
         headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
+        if scope.get("method") == "POST" and scope.get("path") in self.api_paths:
+            if (why := _media_type_error(headers)) is not None:
+                await self._reply(scope, send, 415, {"error": why, "field": "body"})
+                return
+            body = await self._read_body(scope, receive, send, headers)
+            if body is None:
+                return
+            if not body.strip():
+                await self._reply(scope, send, 400, {"error": "body: is empty; send a JSON object, e.g. "
+                                                              '{"texts": ["a sentence"]}', "field": "body"})
+                return
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, self._capturing(scope, send))
+            return
+        await self.app(scope, receive, self._capturing(scope, send))
+
+    async def _read_body(self, scope, receive, send, headers) -> bytes | None:
+        """The whole body, bounded by the limit (None when the answer was sent: 413, or the client left)."""
+        limit = self.max_body_bytes
         too_big = {"error": f"body: the request body is over the limit of {limit} bytes; send fewer or shorter "
                             "inputs per request (the server's COMPRESS_MAX_BODY_BYTES)", "field": "body"}
+        declared = headers.get(b"content-length")
         if declared is not None:
             try:
                 if int(declared) > limit:
-                    await self._reply(send, 413, too_big)
-                    return
+                    await self._reply(scope, send, 413, too_big)
+                    return None
             except ValueError:
-                await self._reply(send, 400, {"error": "body: Content-Length is not a number", "field": "body"})
-                return
-        # Read the body here (bounded), then replay it: a chunked body has no length to check up front.
+                await self._reply(scope, send, 400, {"error": "body: Content-Length is not a number",
+                                                     "field": "body"})
+                return None
         chunks, size = [], 0
-        while True:
+        while True:  # a chunked body has no length to check up front
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await self._reply(send, 413, too_big)
-                return
+                await self._reply(scope, send, 413, too_big)
+                return None
             chunks.append(chunk)
             if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
-        replayed = False
+                return b"".join(chunks)
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+    def _capturing(self, scope, send):
+        """`send`, with every client-error and 503 answer rewritten to the JSON error body."""
         state: dict[str, Any] = {"status": None, "start": None, "parts": []}
 
         async def capture(message) -> None:
             if message["type"] == "http.response.start":
-                if message["status"] == 400:
-                    state["status"], state["start"] = 400, message
+                status = message["status"]
+                if 400 <= status < 500 or status == 503:
+                    state["status"], state["start"] = status, message
                     return
                 await send(message)
                 return
-            if message["type"] == "http.response.body" and state["status"] == 400:
+            if message["type"] == "http.response.body" and state["status"] is not None:
                 state["parts"].append(message.get("body", b""))
                 if message.get("more_body"):
                     return
+                status, start = state["status"], state["start"]
                 raw = b"".join(state["parts"])
-                try:
-                    data = json.dumps(error_message(json.loads(raw))).encode()
-                except ValueError:
-                    data = raw
-                start = state["start"]
-                hdrs = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-                hdrs.append((b"content-length", str(len(data)).encode()))
-                await send({**start, "headers": hdrs})
+                body = self._error_body(status, raw, scope)
+                _log_rejected(scope, status, body["error"])
+                data = json.dumps(body).encode()
+                keep = [(k, v) for k, v in start.get("headers", [])
+                        if k.lower() not in (b"content-length", b"content-type")]
+                keep += [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+                if status == 503 and not any(k.lower() == b"retry-after" for k, _ in keep):
+                    keep.append((b"retry-after", str(self.retry_after_s).encode()))
+                await send({**start, "headers": keep})
                 await send({"type": "http.response.body", "body": data})
                 return
             await send(message)
 
-        await self.app(scope, replay, capture)
+        return capture
+
+    def _error_body(self, status: int, raw: bytes, scope) -> dict[str, Any]:
+        if status == 400:
+            try:
+                return error_message(json.loads(raw))
+            except ValueError:
+                return {"error": f"body: {raw.decode('utf-8', 'replace').strip() or 'bad request'}", "field": "body"}
+        if status == 404:
+            return {"error": f"{scope.get('method')} {scope.get('path')}: no such endpoint; the service answers POST "
+                             "/classify or /answer (see /docs.json)", "field": None}
+        if status == 405:
+            return {"error": f"{scope.get('method')} {scope.get('path')}: method not allowed; "
+                             f"{'POST a JSON body' if scope.get('path') in self.api_paths else 'use GET'}",
+                    "field": None}
+        if status == 503:
+            msg = _plain(raw) or "the server is overloaded"
+            return {"error": f"{msg}; retry after {self.retry_after_s} s", "field": None}
+        msg = _plain(raw)
+        try:
+            payload = json.loads(raw)
+            if isinstance(payload, dict) and "error" in payload:
+                return {"error": str(payload["error"]), "field": payload.get("field")}
+        except ValueError:
+            pass
+        return {"error": msg or _REASONS.get(status, "client error"), "field": None}
+
+
+def _log_rejected(scope, status: int, message: str) -> None:
+    log.info("rejected %s %s %d: %s", scope.get("method"), scope.get("path"), status, message[:300])
+
+
+class _ClientErrorFilter(logging.Filter):
+    """Drops BentoML's traceback record for a client's mistake (a validation error or a 4xx); the middleware has
+    logged one line for it. Real server faults keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            return False
+        code = getattr(getattr(exc, "error_code", None), "value", None)
+        return not (isinstance(code, int) and 400 <= code < 500)
+
+
+def quiet_client_errors() -> None:
+    """Install the filter on the logger BentoML writes request exceptions to (once)."""
+    target = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, _ClientErrorFilter) for f in target.filters):
+        target.addFilter(_ClientErrorFilter())

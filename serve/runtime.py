@@ -162,6 +162,11 @@ def _non_empty(field: str, value: Any) -> str:
         raise InputError(field, f"expected a string, got {_describe(value)}")
     if not value.strip():
         raise InputError(field, "is empty; send non-empty text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone UTF-16 surrogate (\ud800) that JSON let through
+        raise InputError(field, f"holds {value[exc.start]!r} at position {exc.start}, a lone UTF-16 surrogate, which "
+                                "is not text; send valid Unicode") from None
     return value
 
 

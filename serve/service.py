@@ -9,8 +9,10 @@ Endpoints (JSON):
                      sliding windows; "no_answer" when null_odds is above the threshold learnt on the eval set
 - GET /healthz, /livez, /readyz, /metrics (Prometheus)
 
-Both endpoints batch adaptively across requests (BentoML's dispatcher). Bad input gets 400 with
-{"error": "<field>: <what is wrong and what to send>", "field", "detail"}; a body over the limit gets 413.
+Both endpoints batch adaptively across requests (BentoML's dispatcher). Every client error is JSON,
+{"error": "<field>: <what is wrong and what to send>", "field": "<field>" or null} (400 adds pydantic's "detail"
+list): 400 bad input, 404/405 unknown route or method, 413 body over the limit, 415 a body that is not
+`application/json` in UTF-8, 503 overloaded (with Retry-After). One log line per rejected request, no traceback.
 
 Settings (environment variables, read at start):
   COMPRESS_MODEL            BentoML model tag to serve (default compress-model:latest, what `compress package` stores)
@@ -33,7 +35,7 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 from pydantic import AfterValidator, BaseModel, Field
 
-from serve.middleware import BodyLimitAndErrors
+from serve.middleware import BodyLimitAndErrors, quiet_client_errors
 from serve.runtime import InputError, ModelRuntime, load_runtime
 
 
@@ -155,4 +157,5 @@ class Compress:
         return out
 
 
-Compress.add_asgi_middleware(BodyLimitAndErrors, max_body_bytes=MAX_BODY_BYTES)
+quiet_client_errors()  # one line per rejected request (the middleware's), no traceback for a client's mistake
+Compress.add_asgi_middleware(BodyLimitAndErrors, max_body_bytes=MAX_BODY_BYTES, api_paths=("/classify", "/answer"))

@@ -214,7 +214,67 @@ def test_malformed_json_oversized_body_and_wrong_content_type(servers):
     status, payload = s.post("/classify", None, raw=json.dumps({"texts": ["a" * 30000]}).encode())
     assert status == 413 and "over the limit of 20000 bytes" in payload["error"]
     status, payload = s.post("/classify", None, raw=b"plain words", content_type="text/plain")
-    assert status == 400 and "body" in payload["error"]
+    assert status == 415 and "text/plain" in payload["error"] and payload["field"] == "body"
+
+
+def _raw(server: LocalServer, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, dict(r.getheaders()), json.loads(data)
+    finally:
+        conn.close()
+
+
+GOOD = json.dumps({"texts": ["good film"]}).encode()
+MALFORMED = [  # (method, path, body, headers, status, words in the error)
+    ("POST", "/classify", GOOD, {"Content-Type": "multipart/form-data"}, 415, "multipart/form-data"),
+    ("POST", "/classify", GOOD, {"Content-Type": "multipart/form-data; boundary=xyz"}, 415, "multipart/form-data"),
+    ("POST", "/classify", GOOD, {"Content-Type": "application/x-www-form-urlencoded"}, 415, "application/json"),
+    ("POST", "/classify", b"<texts><t>good</t></texts>", {"Content-Type": "application/xml"}, 415, "application/xml"),
+    ("POST", "/classify", GOOD, {}, 415, "no Content-Type"),
+    ("POST", "/classify", GOOD, {"Content-Type": "application/json; charset=latin-1"}, 415, "charset"),
+    ("POST", "/classify", b'{"texts": ["\\ud800 lone"]}', {"Content-Type": "application/json"}, 400, "body"),
+    ("POST", "/classify", b'{"texts": ["\xff\xfe"]}', {"Content-Type": "application/json"}, 400, "body"),
+    ("POST", "/classify", b"[" * 5000 + b"]" * 5000, {"Content-Type": "application/json"}, 400, "body"),
+    ("POST", "/classify", b'{"texts": ["a"], "texts": 3}', {"Content-Type": "application/json"}, 400, "texts"),
+    ("POST", "/classify", b"", {"Content-Type": "application/json"}, 400, "body: is empty"),
+    ("POST", "/classify", b"null", {"Content-Type": "application/json"}, 400, ""),
+    ("GET", "/classify", None, {}, 405, "method not allowed"),
+    ("PUT", "/classify", GOOD, {"Content-Type": "application/json"}, 405, "method not allowed"),
+    ("GET", "/nowhere", None, {}, 404, "no such endpoint"),
+    ("POST", "/nowhere", GOOD, {"Content-Type": "application/json"}, 404, "no such endpoint"),
+]
+
+
+@pytest.mark.parametrize("method,path,body,headers,status,words", MALFORMED,
+                         ids=[f"{m[0]} {m[1]} {m[3].get('Content-Type', 'none')[:20]} {m[4]}" for m in MALFORMED])
+def test_malformed_requests_get_a_4xx_json_body(servers, method, path, body, headers, status, words):
+    got, hdrs, payload = _raw(servers["classification"], method, path, body, headers)
+    assert got == status, payload
+    assert hdrs.get("content-type") == "application/json" and "error" in payload and "field" in payload
+    assert words in payload["error"], payload
+
+
+def test_each_rejected_request_is_one_log_line_without_a_traceback(servers):
+    s = servers["classification"]
+    before = s.log.read_text()
+    for _ in range(3):
+        s.post("/classify", {"texts": [""]})
+        _raw(s, "POST", "/classify", GOOD, {"Content-Type": "multipart/form-data"})
+    import time
+
+    time.sleep(1.0)  # the server flushes its log
+    new = s.log.read_text()[len(before):]
+    assert "Traceback" not in new, new[-2000:]
+    lines = [ln for ln in new.splitlines() if "rejected POST /classify" in ln]
+    assert len([ln for ln in lines if " 400: texts[0]: is empty" in ln]) == 3, new[-2000:]
+    assert len([ln for ln in lines if " 415: " in ln]) == 3
 
 
 def _metrics(server: LocalServer) -> dict:
