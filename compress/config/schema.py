@@ -18,6 +18,7 @@ from .search import FptasConfig, ReportConfig, SearchConfig
 __all__ = [
     "AgoraConfig",
     "AugmentConfig",
+    "NegativesConfig",
     "DataConfig",
     "DistillConfig",
     "JobConfig",
@@ -164,6 +165,21 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class NegativesConfig:
+    """Generated unanswerable training questions for SQuAD 2.0-style QA (compress.data.negatives): a question
+    paired with another paragraph that holds none of its answers, marked unanswerable. Training split only."""
+
+    ratio: float = 0.0  # unanswerable copies per answerable training question (0: off; 0.5: one for every other)
+    same_article: bool = True  # prefer a paragraph of the question's own article (harder negatives), else any
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.ratio) and 0 <= self.ratio <= 1):
+            raise invalid("data.negatives.ratio", self.ratio, "give the share of answerable training questions "
+                          "that get an unanswerable copy, between 0 (off) and 1")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the splits come from and how text becomes tokens."""
 
@@ -179,6 +195,7 @@ class DataConfig:
     n_best: int = 20  # qa: start and end candidates per window considered when decoding
     on_bad_row: Literal["error", "skip"] = "error"  # skip drops bad rows with a warning and a count
     cache_dir: str = ".cache/compress"  # featurised splits, keyed on everything that changes them
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)  # qa: generated unanswerable questions
 
     def __post_init__(self) -> None:
         if not self.train:
@@ -425,6 +442,13 @@ class JobConfig:
             raise invalid("name", self.name, "use a plain folder name without spaces or slashes")
         if self.threads is not None and self.threads < 1:
             raise invalid("threads", self.threads, "must be a positive number of CPU threads, or null for every core")
+        if self.data.negatives.ratio > 0 and self.task.type != "qa":
+            raise invalid("data.negatives.ratio", self.data.negatives.ratio, "generated unanswerable questions are "
+                          f"for extractive QA; this task is {self.task.type}: remove data.negatives")
+        if self.distill.augment.unlabelled and self.task.type == "qa":
+            raise invalid("distill.augment.unlabelled", [s.path for s in self.distill.augment.unlabelled],
+                          "QA needs questions with their contexts; unlabelled text is for classification and "
+                          "regression: remove it, or use distill.augment.factor")
 
     @property
     def run_dir(self) -> Path:

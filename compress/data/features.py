@@ -19,6 +19,7 @@ from safetensors.numpy import load_file, save_file
 from ..artifacts import atomic_write, write_json
 from ..config import JobConfig, SourceConfig, TaskConfig, to_dict
 from .loaders import DataError, TextExample, file_fingerprint, load_text_examples, resolve_source_path
+from .negatives import generate_negatives
 from .qa import detect_version_2, featurize_qa
 from .split import carve_splits, ids_hash, split_record
 from .squad import load_qa_examples
@@ -168,6 +169,8 @@ def load_split_examples(cfg: JobConfig) -> dict[str, list]:
         for part in ("eval", "test"):
             if getattr(data.split, part) is not None:
                 splits[part] = carved[part]
+    if task.type == "qa" and data.negatives.ratio > 0:  # after carving: eval and test never lend a paragraph
+        splits["train"] = splits["train"] + generate_negatives(splits["train"], data.negatives)
     return splits
 
 
