@@ -50,10 +50,19 @@ def error_message(payload: Any) -> dict[str, Any]:
         msg = str(d.get("msg", "invalid"))
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        if d.get("type") == "json_invalid":
+        kind = d.get("type")
+        if kind == "json_invalid":
             field, msg = "body", f"is not valid JSON ({msg}); send a JSON object"
-        elif d.get("type") == "missing":
+        elif kind == "missing":
             msg = "is required"
+        elif kind in ("string_too_short", "string_pattern_mismatch"):
+            msg = "is empty; send non-empty text"
+        elif kind == "string_type":
+            msg = "expected a string"
+        elif kind == "string_too_long":
+            msg = f"{msg} (as much as this model reads); shorten it"
+        elif kind in ("too_short", "too_long") and field.count("[") >= 1 and field.endswith("]"):
+            msg = f"{msg}; send [first, second] for this sentence-pair model"
         # A check that names the exact item ("texts[2]: ...") already carries the full field path.
         if ":" in msg and msg.split(":", 1)[0].startswith(field):
             field, msg = msg.split(":", 1)[0], msg.split(":", 1)[1].strip()
@@ -92,11 +101,12 @@ def _plain(raw: bytes) -> str:
 
 class BodyLimitAndErrors:
     def __init__(self, app, max_body_bytes: int = 1 << 20, api_paths: tuple[str, ...] = ("/classify", "/answer"),
-                 retry_after_s: int = RETRY_AFTER_S) -> None:
+                 retry_after_s: int = RETRY_AFTER_S, openapi=None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.api_paths = frozenset(api_paths)
         self.retry_after_s = retry_after_s
+        self.openapi = openapi  # doc -> doc: applied to GET /docs.json (serve/schema.py's truthful_openapi)
 
     async def _reply(self, scope, send, status: int, body: dict[str, Any], extra: list | None = None) -> None:
         data = json.dumps(body).encode()
@@ -133,7 +143,34 @@ class BodyLimitAndErrors:
 
             await self.app(scope, replay, self._capturing(scope, send))
             return
+        if self.openapi is not None and scope.get("method") == "GET" and scope.get("path") == "/docs.json":
+            await self.app(scope, receive, self._rewriting_docs(send))
+            return
         await self.app(scope, receive, self._capturing(scope, send))
+
+    def _rewriting_docs(self, send):
+        """`send`, with the OpenAPI document passed through `self.openapi` (a 200 only)."""
+        state: dict[str, Any] = {"start": None, "parts": []}
+
+        async def rewrite(message) -> None:
+            if message["type"] == "http.response.start":
+                if message["status"] != 200:
+                    await send(message)
+                    return
+                state["start"] = message
+                return
+            if message["type"] == "http.response.body" and state["start"] is not None:
+                state["parts"].append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                data = json.dumps(self.openapi(json.loads(b"".join(state["parts"])))).encode()
+                hdrs = [(k, v) for k, v in state["start"].get("headers", []) if k.lower() != b"content-length"]
+                await send({**state["start"], "headers": hdrs + [(b"content-length", str(len(data)).encode())]})
+                await send({"type": "http.response.body", "body": data})
+                return
+            await send(message)
+
+        return rewrite
 
     async def _read_body(self, scope, receive, send, headers) -> bytes | None:
         """The whole body, bounded by the limit (None when the answer was sent: 413, or the client left)."""
@@ -204,8 +241,9 @@ class BodyLimitAndErrors:
             except ValueError:
                 return {"error": f"body: {raw.decode('utf-8', 'replace').strip() or 'bad request'}", "field": "body"}
         if status == 404:
-            return {"error": f"{scope.get('method')} {scope.get('path')}: no such endpoint; the service answers POST "
-                             "/classify or /answer (see /docs.json)", "field": None}
+            served = " or ".join(sorted(self.api_paths)) or "nothing"
+            return {"error": f"{scope.get('method')} {scope.get('path')}: no such endpoint; this service answers POST "
+                             f"{served} (see /docs.json)", "field": None}
         if status == 405:
             return {"error": f"{scope.get('method')} {scope.get('path')}: method not allowed; "
                              f"{'POST a JSON body' if scope.get('path') in self.api_paths else 'use GET'}",

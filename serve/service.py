@@ -37,6 +37,10 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from serve.middleware import BodyLimitAndErrors, quiet_client_errors
 from serve.runtime import InputError, ModelRuntime, load_runtime
+from serve.schema import (
+    Answer, ClassifyResult, RegressionResult, Text, is_pair, max_question_chars, question_type, served_meta,
+    truthful_openapi,
+)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -85,9 +89,16 @@ def _check_texts(texts: list[Any]) -> list[Any]:
         raise ValueError(str(exc)) from None
 
 
+META = served_meta(MODEL_TAG)  # the packaged model's compress.json: what the endpoints declare (serve/schema.py)
+TASK = None if META is None else META["task"]["type"]
+SERVES = {"/classify": TASK != "qa", "/answer": TASK in ("qa", None)}  # unknown model: both, as before
+PAIR = is_pair(META)
+Question = question_type(max_question_chars(META))
+
+
 class QAItem(BaseModel):
-    question: str
-    context: str
+    question: Question
+    context: Text
 
 
 def _check_items(items: list[QAItem]) -> list[QAItem]:
@@ -100,8 +111,11 @@ def _check_items(items: list[QAItem]) -> list[QAItem]:
     return items
 
 
-Texts = Annotated[list[Any], Field(min_length=1, max_length=MAX_ITEMS), AfterValidator(_check_texts)]
+# Each input as the model reads it: one non-blank text, or [first, second] for a sentence-pair model.
+TextInput = Annotated[list[Text], Field(min_length=2, max_length=2)] if PAIR else (Text if META is not None else Any)
+Texts = Annotated[list[TextInput], Field(min_length=1, max_length=MAX_ITEMS), AfterValidator(_check_texts)]
 Items = Annotated[list[QAItem], Field(min_length=1, max_length=MAX_ITEMS), AfterValidator(_check_items)]
+ClassifyOutput = RegressionResult if TASK == "regression" else ClassifyResult
 
 MODEL_INFO = bentoml.metrics.Gauge(
     name="compress_model_info",
@@ -140,22 +154,30 @@ class Compress:
     def __is_ready__(self) -> bool:
         return getattr(self, "runtime", None) is not None
 
-    @bentoml.api(route="/classify", batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
-    def classify(self, texts: Texts) -> list[dict[str, Any]]:
-        t0 = time.perf_counter()
-        out = self.runtime.classify(texts)
-        INFERENCE_SECONDS.labels(endpoint="/classify").observe(time.perf_counter() - t0)
-        BATCH_ITEMS.labels(endpoint="/classify").observe(len(texts))
-        return out
+    # NOTE: only the endpoint the packaged model serves is defined (both when it cannot be read at import), so
+    # the OpenAPI document lists what the server answers and a request to the other one is a clear 404.
+    if SERVES["/classify"]:
+        @bentoml.api(route="/classify", batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE,
+                     max_latency_ms=MAX_LATENCY_MS)
+        def classify(self, texts: Texts) -> list[ClassifyOutput]:
+            t0 = time.perf_counter()
+            out = self.runtime.classify(texts)
+            INFERENCE_SECONDS.labels(endpoint="/classify").observe(time.perf_counter() - t0)
+            BATCH_ITEMS.labels(endpoint="/classify").observe(len(texts))
+            return out
 
-    @bentoml.api(route="/answer", batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
-    def answer(self, items: Items) -> list[dict[str, Any]]:
-        t0 = time.perf_counter()
-        out = self.runtime.answer([(it.question, it.context) for it in items])
-        INFERENCE_SECONDS.labels(endpoint="/answer").observe(time.perf_counter() - t0)
-        BATCH_ITEMS.labels(endpoint="/answer").observe(len(items))
-        return out
+    if SERVES["/answer"]:
+        @bentoml.api(route="/answer", batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE,
+                     max_latency_ms=MAX_LATENCY_MS)
+        def answer(self, items: Items) -> list[Answer]:
+            t0 = time.perf_counter()
+            out = self.runtime.answer([(it.question, it.context) for it in items])
+            INFERENCE_SECONDS.labels(endpoint="/answer").observe(time.perf_counter() - t0)
+            BATCH_ITEMS.labels(endpoint="/answer").observe(len(items))
+            return out
 
 
 quiet_client_errors()  # one line per rejected request (the middleware's), no traceback for a client's mistake
-Compress.add_asgi_middleware(BodyLimitAndErrors, max_body_bytes=MAX_BODY_BYTES, api_paths=("/classify", "/answer"))
+API_PATHS = tuple(path for path, on in SERVES.items() if on)
+Compress.add_asgi_middleware(BodyLimitAndErrors, max_body_bytes=MAX_BODY_BYTES, api_paths=API_PATHS,
+                             openapi=lambda doc: truthful_openapi(doc, API_PATHS))
