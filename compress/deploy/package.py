@@ -26,6 +26,7 @@ from ..search.objectives import latency
 from ..search.results import write_outputs
 from ..search.scenarios import pick
 from ..search.storage import open_study
+from .model_card import write_model_card
 from .variants import calibration_feeds, canonical_precision, measure_variants
 
 __all__ = ["DEFAULT_MODEL_NAME", "PackageError", "describe", "export_variants", "package", "resolve_trial"]
@@ -74,9 +75,18 @@ def export_variants(cfg: JobConfig, rec: dict[str, Any], precisions, progress: b
     cal = cfg.search.calibration
     calibration = calibration_feeds(data.train, cal.rows, cal.batch_size, cal.method, cal.seed) \
         if "int8-static" in {canonical_precision(p) for p in precisions} else None
-    return measure_variants(trial_dir, data, lambda p: latency(p, data.eval, cfg), precisions,
+    rows = measure_variants(trial_dir, data, lambda p: latency(p, data.eval, cfg), precisions,
                             threads=cfg.search.latency.threads, atol=cfg.search.export_atol, progress=progress,
                             calibration=calibration)
+    for row in rows:  # each exported folder carries its model card
+        write_model_card(row["dir"], cfg, {
+            "run": cfg.name, "trial": rec["number"], "precision": row["precision"], "metric": cfg.task.primary_metric,
+            "metrics": row["metrics"], "metric_method": row["metric_method"], "params": rec.get("params"),
+            "size_mb": row["size_mb"], "latency_ms": row["latency_ms"], "latency_p90_ms": row["latency_p90_ms"],
+            "latency_method": row["latency_method"], "variant_method": row["method"], "spec": rec.get("spec"),
+            "labels": [data.id2label[i] for i in sorted(data.id2label)] if data.id2label else [],
+            "na_threshold": row["metrics"].get("na_threshold") if data.version_2 else None}, trial_dir)
+    return rows
 
 
 def package(cfg: JobConfig, trial: int | None = None, scenario: str | None = None, within: float = 1.0,
@@ -129,6 +139,7 @@ def package(cfg: JobConfig, trial: int | None = None, scenario: str | None = Non
             if f.is_file():
                 shutil.copy2(f, Path(bm.path) / f.name)
         (Path(bm.path) / "compress.json").write_text(json.dumps(meta, indent=2, default=str))
+        write_model_card(bm.path, cfg, meta, rec["dir"])  # README.md: the Hugging Face model card
     return {"tag": str(bm.tag), "meta": meta, "path": str(bm.path)}
 
 

@@ -114,12 +114,23 @@ def test_package_holds_only_onnx_json_and_tokenizer_files(packaged):
     for kind in ("classification", "qa"):
         entry = packaged[kind]
         names = {p.name for p in entry["folder"].iterdir()}
-        assert {"model.onnx", "config.json", "tokenizer.json", "compress.json", "model.yaml"} <= names
+        assert {"model.onnx", "config.json", "tokenizer.json", "compress.json", "model.yaml", "README.md"} <= names
         assert not [n for n in names if n.endswith((".pkl", ".pickle", ".bin", ".pt"))], names
         meta = entry["meta"]
         for key in ("metric", "metric_value", "params", "latency_ms", "precision", "config_hash", "run", "trial"):
             assert meta[key] is not None, key
         assert "curl" in entry["stdout"] and "bentoml serve" in entry["stdout"]
+        # a Hugging Face model card: YAML metadata (model-index with the measured metric) and the readable body
+        from huggingface_hub import ModelCard
+
+        card = ModelCard.load(entry["folder"] / "README.md")
+        assert card.data.pipeline_tag == ("question-answering" if kind == "qa" else "text-classification")
+        [res] = [r for r in card.data.eval_results if r.metric_type == meta["metric"] and r.dataset_split == "eval"]
+        assert res.metric_value == pytest.approx(meta["metric_value"])
+        for section in ("## Task", "## Teacher and data", "## How it was compressed", "## Metrics", "## Latency",
+                        "## Intended use and limits"):
+            assert section in card.text, section
+        assert f"{meta['latency_ms']:.3f} ms median" in card.text
     assert packaged["classification"]["meta"]["precision"] == "int8"  # the searched precision is the default
     assert packaged["classification"]["meta"]["labels"] == ["neg", "pos"]
     qa = packaged["qa"]["meta"]
@@ -422,3 +433,15 @@ def test_the_schema_declares_what_the_server_enforces(servers):
     assert doc["components"]["schemas"]["Error"]["required"] == ["error", "field"]
     qa = json.loads(servers["qa"].get("/docs.json")[1])
     assert set(qa["paths"]) & {"/classify", "/answer"} == {"/answer"}
+
+
+def test_exported_folders_carry_a_model_card(packaged):
+    from huggingface_hub import ModelCard
+
+    from compress.deploy.package import export_variants, resolve_trial
+
+    cfg = packaged["classification"]["cfg"]
+    [row] = export_variants(cfg, resolve_trial(cfg, trial=1), ["fp32"], progress=False)
+    card = ModelCard.load(Path(row["dir"]) / "README.md")
+    assert card.data.model_name == f"{cfg.name}-trial1-fp32" and "onnx" in card.data.tags
+    assert "labels (id order): neg, pos" in card.text and "## Intended use and limits" in card.text
