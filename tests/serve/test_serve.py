@@ -351,6 +351,10 @@ def test_bentoml_build_and_serve_the_bento(packaged):
     bento = json.dumps(__import__("yaml").safe_load(
         (packaged["home"] / "bentos" / "compress" / tag.split(":")[1] / "bento.yaml").read_text()))
     assert packaged["classification"]["tag"] in bento
+    bento_dir = packaged["home"] / "bentos" / "compress" / tag.split(":")[1]
+    # the bento's README is the deployment guide, and the Kubernetes manifest travels with it
+    assert (bento_dir / "README.md").read_text() == (ROOT / "serve" / "deploy" / "README.md").read_text()
+    assert (bento_dir / "src" / "serve" / "deploy" / "k8s.yaml").is_file()
     server = Server(packaged["home"], tag, {"COMPRESS_MODEL": packaged["classification"]["tag"]})
     try:
         status, body = server.post("/classify", {"texts": ["the movie was great"]})
@@ -445,3 +449,35 @@ def test_exported_folders_carry_a_model_card(packaged):
     card = ModelCard.load(Path(row["dir"]) / "README.md")
     assert card.data.model_name == f"{cfg.name}-trial1-fp32" and "onnx" in card.data.tags
     assert "labels (id order): neg, pos" in card.text and "## Intended use and limits" in card.text
+
+
+def test_kubernetes_manifest_matches_the_service(servers):
+    """Ports, probes, Prometheus annotations and environment of serve/deploy/k8s.yaml against the service."""
+    import re
+
+    import yaml
+
+    docs = list(yaml.safe_load_all((ROOT / "serve" / "deploy" / "k8s.yaml").read_text()))
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    service = next(d for d in docs if d["kind"] == "Service")
+    pod = deploy["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    [port] = container["ports"]
+    assert port["containerPort"] == 3000  # `bentoml serve`'s port, which the bento's image runs
+    assert service["spec"]["selector"] == deploy["spec"]["selector"]["matchLabels"] == pod["metadata"]["labels"]
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    s = servers["classification"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        assert container[probe]["httpGet"]["port"] == port["name"] and s.get(path)[0] == 200, path
+    ann = pod["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true" and int(ann["prometheus.io/port"]) == port["containerPort"]
+    assert s.get(ann["prometheus.io/path"])[0] == 200
+    # every variable the manifest sets is one the service reads, with a value it accepts
+    source = (ROOT / "serve" / "service.py").read_text()
+    read = set(re.findall(r'(?:os\.environ\.get|_env_int)\("(COMPRESS_[A-Z_]+)"', source))
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env) <= read, set(env) - read
+    assert env["COMPRESS_HOST"] == "0.0.0.0"
+    threads, cpus = int(env["COMPRESS_THREADS"]), float(container["resources"]["limits"]["cpu"])
+    assert threads <= cpus  # ONNX Runtime's threads never above the replica's cores
