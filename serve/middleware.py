@@ -101,12 +101,20 @@ def _plain(raw: bytes) -> str:
 
 class BodyLimitAndErrors:
     def __init__(self, app, max_body_bytes: int = 1 << 20, api_paths: tuple[str, ...] = ("/classify", "/answer"),
-                 retry_after_s: int = RETRY_AFTER_S, openapi=None) -> None:
+                 retry_after_s: int = RETRY_AFTER_S, openapi=None, max_inflight: int | None = None,
+                 ready_below: int | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.api_paths = frozenset(api_paths)
         self.retry_after_s = retry_after_s
         self.openapi = openapi  # doc -> doc: applied to GET /docs.json (serve/schema.py's truthful_openapi)
+        # Load shedding and readiness, per worker process: API requests in progress (admitted, not yet answered).
+        # At max_inflight a new one gets 503 with Retry-After at once; from ready_below on, /readyz answers 503 so a
+        # load balancer sends new connections elsewhere until the queue drains.
+        self.max_inflight = max_inflight
+        self.ready_below = ready_below if ready_below is not None else (
+            None if max_inflight is None else max(1, (3 * max_inflight) // 4))
+        self.inflight = 0
 
     async def _reply(self, scope, send, status: int, body: dict[str, Any], extra: list | None = None) -> None:
         data = json.dumps(body).encode()
@@ -121,32 +129,53 @@ class BodyLimitAndErrors:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        if scope.get("method") == "GET" and scope.get("path") == "/readyz" and self.ready_below is not None \
+                and self.inflight >= self.ready_below:
+            await self._reply(scope, send, 503, {
+                "error": f"busy: {self.inflight} requests in progress on this worker (ready below "
+                         f"{self.ready_below}); send new traffic elsewhere", "field": None},
+                [(b"retry-after", str(self.retry_after_s).encode())])
+            return
         if scope.get("method") == "POST" and scope.get("path") in self.api_paths:
             if (why := _media_type_error(headers)) is not None:
                 await self._reply(scope, send, 415, {"error": why, "field": "body"})
                 return
-            body = await self._read_body(scope, receive, send, headers)
-            if body is None:
+            if self.max_inflight is not None and self.inflight >= self.max_inflight:
+                await self._reply(scope, send, 503, {
+                    "error": f"overloaded: {self.inflight} requests in progress on this worker (COMPRESS_MAX_QUEUE="
+                             f"{self.max_inflight}); retry after {self.retry_after_s} s", "field": None},
+                    [(b"retry-after", str(self.retry_after_s).encode())])
                 return
-            if not body.strip():
-                await self._reply(scope, send, 400, {"error": "body: is empty; send a JSON object, e.g. "
-                                                              '{"texts": ["a sentence"]}', "field": "body"})
-                return
-            replayed = False
-
-            async def replay():
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, self._capturing(scope, send))
+            self.inflight += 1
+            try:
+                await self._admitted(scope, receive, send, headers)
+            finally:
+                self.inflight -= 1
             return
         if self.openapi is not None and scope.get("method") == "GET" and scope.get("path") == "/docs.json":
             await self.app(scope, receive, self._rewriting_docs(send))
             return
         await self.app(scope, receive, self._capturing(scope, send))
+
+    async def _admitted(self, scope, receive, send, headers) -> None:
+        """An API request past the media-type and load checks: bounded body, then the app."""
+        body = await self._read_body(scope, receive, send, headers)
+        if body is None:
+            return
+        if not body.strip():
+            await self._reply(scope, send, 400, {"error": "body: is empty; send a JSON object, e.g. "
+                                                          '{"texts": ["a sentence"]}', "field": "body"})
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, self._capturing(scope, send))
 
     def _rewriting_docs(self, send):
         """`send`, with the OpenAPI document passed through `self.openapi` (a 200 only)."""

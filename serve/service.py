@@ -22,6 +22,8 @@ Settings (environment variables, read at start):
   COMPRESS_MAX_ITEMS        most inputs in one request (default 256)
   COMPRESS_MAX_BODY_BYTES   largest request body (default 1048576); more gets 413
   COMPRESS_THREADS          ONNX Runtime intra-op threads (default 2)
+  COMPRESS_MAX_QUEUE        API requests in progress per worker; more get 503 with Retry-After at once (default 64)
+  COMPRESS_READY_BELOW      /readyz answers 503 while this many are in progress (default 3/4 of the queue)
   COMPRESS_HOST             address to bind (default 127.0.0.1; `bentoml serve --host` overrides)
 """
 
@@ -61,6 +63,8 @@ MAX_LATENCY_MS = _env_int("COMPRESS_MAX_LATENCY_MS", 10000)
 MAX_ITEMS = _env_int("COMPRESS_MAX_ITEMS", 256)
 MAX_BODY_BYTES = _env_int("COMPRESS_MAX_BODY_BYTES", 1 << 20)
 THREADS = _env_int("COMPRESS_THREADS", 2)
+MAX_QUEUE = _env_int("COMPRESS_MAX_QUEUE", 64)  # API requests in progress per worker before new ones get 503
+READY_BELOW = _env_int("COMPRESS_READY_BELOW", max(1, 3 * MAX_QUEUE // 4))  # /readyz 503 from this many on
 HOST = os.environ.get("COMPRESS_HOST", "127.0.0.1")
 
 
@@ -180,4 +184,5 @@ class Compress:
 quiet_client_errors()  # one line per rejected request (the middleware's), no traceback for a client's mistake
 API_PATHS = tuple(path for path, on in SERVES.items() if on)
 Compress.add_asgi_middleware(BodyLimitAndErrors, max_body_bytes=MAX_BODY_BYTES, api_paths=API_PATHS,
-                             openapi=lambda doc: truthful_openapi(doc, API_PATHS))
+                             openapi=lambda doc: truthful_openapi(doc, API_PATHS), max_inflight=MAX_QUEUE,
+                             ready_below=READY_BELOW)
