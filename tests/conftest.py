@@ -160,3 +160,16 @@ def chain_model(root: Path, hidden: int, layers: int) -> Path:
     onnx.save(model, root / "model.onnx")
     (root / "config.json").write_text(json.dumps({"vocab_size": CHAIN_VOCAB}))
     return root / "model.onnx"
+
+
+def load_benchmark(name: str):
+    """A benchmarks/<name>.py script as a module (its pure functions are tested; the benchmark runs for hours)."""
+    import importlib.util
+    import sys
+
+    path = ROOT / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))  # the scripts import benchmarks/common.py
+    spec.loader.exec_module(mod)
+    return mod

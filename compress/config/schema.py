@@ -278,12 +278,15 @@ class TeacherConfig:
     importance_batches: int = 8  # batches of training data used to measure head and neuron importance
 
 
+TRANSFORMS = ("delete", "swap", "neighbour")  # ν's transformations (compress.data.augment), for Agora and augment
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Teacher-labelled augmentation of the distillation set (compress.distill.augment)."""
 
     factor: float = 0.0  # new rows per training row made by the transforms (0: off); 4 makes the set 5x larger
-    transforms: tuple[str, ...] = ("delete", "swap", "neighbour")  # word deletion, swap, embedding neighbour
+    transforms: tuple[str, ...] = TRANSFORMS  # word deletion, swap, embedding-neighbour substitution
     neighbours: int = 10  # candidates per word for the neighbour substitution (the teacher's input embeddings)
     # in-domain text without labels (files with the task's text columns; the label column is not read), labelled
     # by the teacher like the transformed rows; not for QA
@@ -293,10 +296,10 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.factor) and self.factor >= 0):
             raise invalid("distill.augment.factor", self.factor, "give the new rows per training row, >= 0 (0: off)")
-        bad = [t for t in self.transforms if t not in ("delete", "swap", "neighbour")]
+        bad = [t for t in self.transforms if t not in TRANSFORMS]
         if bad or (self.factor > 0 and not self.transforms):
             raise invalid("distill.augment.transforms", list(self.transforms),
-                          "use some of delete, swap, neighbour")
+                          f"use some of {', '.join(TRANSFORMS)}")
         if self.neighbours < 1:
             raise invalid("distill.augment.neighbours", self.neighbours, "must be at least 1")
 
@@ -381,7 +384,7 @@ class AgoraConfig:
     max_train_rows: int | None = None  # stop growing the training set beyond this
     max_seconds: float | None = None  # stop starting iterations after this much wall time
     per_error: int = 2  # new examples made from each example the student gets wrong
-    transforms: tuple[str, ...] = ("delete", "swap", "neighbour")
+    transforms: tuple[str, ...] = TRANSFORMS
     neighbours: int = 10  # nearest words in the teacher's embedding space a substitution picks from
     replay: int = 0  # extra passes of ν over the same errors in each iteration (more new examples)
     mistakes_from: Literal["validation", "train"] = "validation"  # where the errors are taken from

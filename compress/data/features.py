@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 from ..artifacts import atomic_write, write_json
 from ..config import JobConfig, SourceConfig, TaskConfig, to_dict
 from .loaders import DataError, TextExample, file_fingerprint, load_text_examples, resolve_source_path
-from .negatives import generate_negatives
+from .negatives import NEGATIVE_SUFFIX, generate_negatives, negatives_record
 from .qa import detect_version_2, featurize_qa
 from .split import carve_splits, ids_hash, split_record
 from .squad import load_qa_examples
@@ -178,6 +178,10 @@ def _record_split(cfg: JobConfig, splits: dict[str, list]) -> None:
     """Keep split.json in the run folder; a run whose data or split changed under it is refused, so every
     worker and every rerun of one study trains and scores on the same rows."""
     rec = split_record(splits, cfg.data.split, cfg.task.type, cfg.task.labels)
+    if cfg.task.type == "qa" and cfg.data.negatives.ratio > 0:  # how many unanswerable copies were generated
+        made = [ex for ex in splits["train"] if ex.qid.endswith(NEGATIVE_SUFFIX)]
+        rec["negatives"] = negatives_record([ex for ex in splits["train"] if not ex.qid.endswith(NEGATIVE_SUFFIX)],
+                                            made, cfg.data.negatives)
     path = cfg.run_dir / "split.json"
     if path.exists():
         try:

@@ -20,9 +20,10 @@ import numpy as np
 from ..config import NegativesConfig
 from .loaders import QAExample
 
-__all__ = ["generate_negatives", "negatives_record"]
+__all__ = ["NEGATIVE_SUFFIX", "generate_negatives", "negatives_record"]
 
 TRIES = 20  # paragraphs drawn per question before it is given up (every candidate held an answer)
+NEGATIVE_SUFFIX = "-negative"  # a generated copy's qid: the question's own and this
 
 
 def _holds_answer(context: str, answers: list[str]) -> bool:
@@ -63,15 +64,15 @@ def generate_negatives(examples: list[QAExample], cfg: NegativesConfig) -> list[
                     break
         if pick is None:
             continue
-        out.append(dataclasses.replace(ex, qid=f"{ex.qid}-negative", title=pick[0], context=pick[1], answers=(),
+        out.append(dataclasses.replace(ex, qid=f"{ex.qid}{NEGATIVE_SUFFIX}", title=pick[0], context=pick[1], answers=(),
                                        is_impossible=True))
     return out
 
 
 def negatives_record(examples: list[QAExample], made: list[QAExample], cfg: NegativesConfig) -> dict[str, Any]:
-    """What split.json and the run record say about the generated questions."""
+    """What split.json says about the generated questions (`examples`: the training split before them)."""
     title_of = {ex.qid: ex.title for ex in examples}
-    same = sum(1 for ex in made if title_of.get(ex.qid[: -len("-negative")]) == ex.title)
+    same = sum(1 for ex in made if title_of.get(ex.qid[: -len(NEGATIVE_SUFFIX)]) == ex.title)
     answerable = sum(1 for ex in examples if ex.answers)
     return {"ratio": cfg.ratio, "seed": cfg.seed, "same_article": cfg.same_article, "answerable": answerable,
             "requested": int(round(cfg.ratio * answerable)), "made": len(made),

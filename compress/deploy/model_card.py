@@ -20,6 +20,7 @@ __all__ = ["model_card", "write_model_card"]
 
 PIPELINE = {"classification": "text-classification", "pair_classification": "text-classification",
             "regression": "text-classification", "qa": "question-answering"}
+HEADLINE = ("f1", "exact", "accuracy", "pearson", "mcc")  # the metrics listed in the model-index
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
@@ -46,14 +47,14 @@ def model_card(cfg: JobConfig, meta: dict[str, Any], teacher: dict[str, Any] | N
     metric = meta.get("metric")
     numeric = {k: v for k, v in (meta.get("metrics") or {}).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    results = [EvalResult(task_type=PIPELINE[task], dataset_type="custom", dataset_name=cfg.name, dataset_split="eval",
-                          metric_type=k, metric_value=float(v), metric_name=f"{k} (eval)")
-               for k, v in numeric.items() if k in (metric, "f1", "exact", "accuracy", "pearson", "mcc")]
     test = meta.get("test") or {}
-    results += [EvalResult(task_type=PIPELINE[task], dataset_type="custom", dataset_name=cfg.name,
-                           dataset_split="test", metric_type=k, metric_value=float(v), metric_name=f"{k} (held-out test)")
-                for k, v in test.items() if k in (metric, "f1", "exact", "accuracy", "pearson", "mcc")
-                and isinstance(v, (int, float))]
+
+    def results_of(values: dict[str, Any], split: str, label: str) -> list[Any]:
+        return [EvalResult(task_type=PIPELINE[task], dataset_type="custom", dataset_name=cfg.name, dataset_split=split,
+                           metric_type=k, metric_value=float(v), metric_name=f"{k} ({label})")
+                for k, v in values.items() if k in (metric, *HEADLINE) and isinstance(v, (int, float))]
+
+    results = results_of(numeric, "eval", "eval") + results_of(test, "test", "held-out test")
     name = f"{cfg.name}-trial{meta.get('trial')}-{meta.get('precision')}"
     data = ModelCardData(
         model_name=name, library_name="onnx", pipeline_tag=PIPELINE[task], base_model=None,
@@ -61,7 +62,7 @@ def model_card(cfg: JobConfig, meta: dict[str, Any], teacher: dict[str, Any] | N
         metrics=sorted({r.metric_type for r in results}) or None, eval_results=results or None)
     lat = meta.get("latency_method") or {}
     shape = "the eval set's own lengths" if lat.get("seq_len") == "eval-lengths" else f"length {lat.get('seq_len')}"
-    kd = distill or {k: v for k, v in to_dict(cfg.distill).items()}
+    kd = distill or to_dict(cfg.distill)
     kd_text = ", ".join(f"{k} {v}" for k, v in kd.items() if (k.startswith("alpha") or k == "temperature") and v)
     if (kd.get("augment") or {}).get("factor"):
         kd_text += f", augmentation x{kd['augment']['factor']:g} (teacher-labelled)"

@@ -199,6 +199,7 @@ class _QKVCapture:
 
     def __init__(self, layer: nn.Module) -> None:
         attn = layer.attention.self
+        self.width = attn.query.out_features  # the layer's query/key/value width (heads kept × head size)
         self.values: dict[str, torch.Tensor] = {}
         self.handles = [getattr(attn, k).register_forward_hook(self._hook(k)) for k in QKV]
 
@@ -206,9 +207,6 @@ class _QKVCapture:
         def hook(module, args, output):
             self.values[key] = output
         return hook
-
-    def width(self, layer: nn.Module) -> int:
-        return layer.attention.self.query.out_features
 
     def remove(self) -> None:
         for h in self.handles:
@@ -339,9 +337,8 @@ def train(
         if not -len(layers_t) <= kd.relation_layer < len(layers_t):
             raise ValueError(f"distill.relation_layer={kd.relation_layer}: the teacher has {len(layers_t)} layers "
                              f"(0 to {len(layers_t) - 1}, or -1 for the last)")
-        s_layer, t_layer = _encoder_layers(model)[-1], layers_t[kd.relation_layer]
-        captures = [_QKVCapture(s_layer), _QKVCapture(t_layer)]
-        relation_heads = relation_heads_for(kd, captures[0].width(s_layer), captures[1].width(t_layer),
+        captures = [_QKVCapture(_encoder_layers(model)[-1]), _QKVCapture(layers_t[kd.relation_layer])]
+        relation_heads = relation_heads_for(kd, captures[0].width, captures[1].width,
                                             teacher_model.config.num_attention_heads)
     terms = _loss_terms(task_type, kd, teacher_outputs, teacher_model, layer_map, device, projection, relation_heads)
     names = {name for name, _, _ in terms}

@@ -119,12 +119,11 @@ def frontier_document(cfg: JobConfig, study: optuna.Study) -> dict[str, Any]:
         "promotion": study.user_attrs.get("promotion"),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if (promo := study.user_attrs.get("promotion")) and promo.get("points"):
+    if (promoted := promoted_frontier(study, recs, objectives)) is not None:
         # What a user would ship is the promoted model: the reported frontier (scenario picks, `compress package
         # --pick`, the report) is the promoted one; the search-budget frontier stays beside it.
-        doc["frontier_search"] = doc["frontier"]
-        doc["frontier"] = [promoted_record(recs[p["trial"]], p, objectives) for p in promo["points"]
-                           if p["trial"] in promo["frontier"]]
+        promo = study.user_attrs["promotion"]
+        doc["frontier_search"], doc["frontier"] = doc["frontier"], promoted
         for rec in doc["frontier"]:  # the held-out figure of the promoted file, never the search's file's
             rec.pop("test", None)
             if read_test is not None and (test := read_test(rec.get("onnx"), rec.get("dir"))):
@@ -140,6 +139,16 @@ def frontier_document(cfg: JobConfig, study: optuna.Study) -> dict[str, Any]:
     if splits is not None:
         doc.update(splits)
     return doc
+
+
+def promoted_frontier(study: optuna.Study, recs: dict[int, dict[str, Any]],
+                      objectives: list[str]) -> list[dict[str, Any]] | None:
+    """After `compress promote`: the promoted frontier's points as trial records (`recs` by trial number) with
+    the promoted models' figures and files; None when the study was not promoted."""
+    promo = study.user_attrs.get("promotion")
+    if not promo or not promo.get("points"):
+        return None
+    return [promoted_record(recs[p["trial"]], p, objectives) for p in promo["points"] if p["trial"] in promo["frontier"]]
 
 
 def promoted_record(rec: dict[str, Any], p: dict[str, Any], objectives: list[str]) -> dict[str, Any]:
@@ -262,12 +271,10 @@ def study_summary(cfg: JobConfig, study: optuna.Study | None = None) -> dict[str
         "fidelity": ({**fid, "trials_by_rung": _by_rung(recs, len(fid["rows"]))}
                      if (fid := study.user_attrs.get("fidelity")) else None),
     }
-    if (promo := study.user_attrs.get("promotion")) and promo.get("points"):
+    if (promoted := promoted_frontier(study, {r["number"]: r for r in recs}, objectives)) is not None:
         # as frontier.json: the promoted models are what a user would ship; the search's frontier stays beside
-        by_number = {r["number"]: r for r in recs}
-        out["frontier_search"] = out["frontier"]
-        out["frontier"] = [promoted_record(by_number[p["trial"]], p, objectives) for p in promo["points"]
-                           if p["trial"] in promo["frontier"]]
+        promo = study.user_attrs["promotion"]
+        out["frontier_search"], out["frontier"] = out["frontier"], promoted
         out["promotion"] = {k: promo.get(k) for k in ("at", "train_rows", "frontier", "candidates")}
     return out
 

@@ -83,6 +83,8 @@ def test_only_the_training_split_is_extended(tmp_path, tokenizer):
     assert data.version_2  # the training split now teaches abstaining
     split = json.loads((cfg.run_dir / "split.json").read_text())
     assert split["splits"]["train"]["rows"] == 9 + len(negatives)
+    assert split["negatives"]["made"] == split["negatives"]["requested"] == len(negatives)
+    assert split["negatives"]["answerable"] == 9 and split["negatives"]["ratio"] == 0.5
     # another ratio is another training split: other features, another cache key
     raw["data"]["negatives"]["ratio"] = 1.0
     raw["name"] = "t2"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import datetime, timedelta
 
 import optuna
@@ -11,17 +9,12 @@ import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import create_trial
 
-from tests.conftest import ROOT
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = ROOT / "benchmarks" / "bench_scale.py"
-    spec = importlib.util.spec_from_file_location("bench_scale", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_scale")
 
 
 def _t(n, acc, params, ratio, rows, rung=None, feasible=True):

@@ -3,22 +3,15 @@ itself trains for hours)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    path = ROOT / "benchmarks" / "bench_students.py"
-    spec = importlib.util.spec_from_file_location("bench_students", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_students")
 
 
 def _row(student, acc, speedup, params, precision="fp32", vocab=False):
