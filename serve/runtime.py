@@ -23,7 +23,7 @@ from compress.data.loaders import QAExample
 from compress.data.qa import decode_qa, featurize_qa
 from compress.deploy.onnxrt import onnx_session
 
-__all__ = ["InputError", "ModelRuntime", "load_runtime"]
+__all__ = ["InputError", "ModelRuntime", "QAJob", "load_runtime"]
 
 META_FILE = "compress.json"
 
@@ -95,18 +95,42 @@ class ModelRuntime:
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, self.session.run(None, feeds)))
 
-    def classify(self, inputs: list[Any]) -> list[dict[str, Any]]:
-        """Labels and scores (softmax) per checked input; a regression model gives its value."""
-        if not inputs:
-            return []
+    # Serving works on units (one text or pair, or one QA window, unpadded): `encode_*` makes them, `run_units` runs
+    # any mix of them in one padded model call (the scheduler's batches, serve/scheduler.py), `*_outputs` turns one
+    # request's unit outputs into its answers. `classify` and `answer` do all three for one list of inputs.
+
+    def encode_texts(self, inputs: list[Any]) -> list[dict[str, np.ndarray]]:
+        """One unpadded unit per checked /classify input (truncated to the model's max_seq_length)."""
         max_len = int(self.meta["data"]["max_seq_length"])
         if self.is_pair:
-            enc = self.tokenizer([x[0] for x in inputs], [x[1] for x in inputs], truncation=True,
-                                 max_length=max_len, padding="longest", return_tensors="np")
+            enc = self.tokenizer([x[0] for x in inputs], [x[1] for x in inputs], truncation=True, max_length=max_len)
         else:
-            enc = self.tokenizer(list(inputs), truncation=True, max_length=max_len, padding="longest",
-                                 return_tensors="np")
-        logits = self._run(dict(enc))["logits"].astype(np.float64)
+            enc = self.tokenizer(list(inputs), truncation=True, max_length=max_len)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        return [{k: np.asarray(enc[k][i], dtype=np.int64) for k in keys} for i in range(len(inputs))]
+
+    def run_units(self, units: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """One model call on units padded to the longest of them; each unit's outputs, trimmed to its length."""
+        width = max(len(u["input_ids"]) for u in units)
+        pad_id = self.tokenizer.pad_token_id or 0
+        arrays = {}
+        for k in units[0]:
+            fill = pad_id if k == "input_ids" else 0
+            arrays[k] = np.stack([np.pad(u[k], (0, width - len(u[k])), constant_values=fill) for u in units])
+        if "attention_mask" not in arrays:
+            arrays["attention_mask"] = (np.arange(width)[None, :] < np.array([len(u["input_ids"]) for u in units])[
+                :, None]).astype(np.int64)
+        if "token_type_ids" not in arrays:
+            arrays["token_type_ids"] = np.zeros_like(arrays["input_ids"])
+        out = self._run(arrays)
+        if self.is_qa:
+            return [{"start_logits": out["start_logits"][j, :len(u["input_ids"])],
+                     "end_logits": out["end_logits"][j, :len(u["input_ids"])]} for j, u in enumerate(units)]
+        return [{"logits": out["logits"][j]} for j in range(len(units))]
+
+    def classify_outputs(self, rows: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+        """Labels and scores (softmax) from each input's logits; a regression model gives its value."""
+        logits = np.stack([r["logits"] for r in rows]).astype(np.float64)
         if self.task == "regression":
             return [{"value": float(v)} for v in logits.reshape(-1)]
         labels = self.meta["labels"]
@@ -119,20 +143,32 @@ class ModelRuntime:
                         "scores": {labels[j]: float(p[j]) for j in range(len(labels))}})
         return out
 
-    def answer(self, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        """The best span of each (question, context) over sliding windows, or no answer below the threshold."""
-        if not items:
+    def classify(self, inputs: list[Any]) -> list[dict[str, Any]]:
+        """Labels and scores per checked input, in one model call."""
+        if not inputs:
             return []
+        return self.classify_outputs(self.run_units(self.encode_texts(inputs)))
+
+    def encode_questions(self, items: list[tuple[str, str]]) -> "QAJob":
+        """The sliding windows of each (question, context), as offline evaluation makes them, one unit each."""
         d = self.meta["data"]
         examples = [QAExample(str(i), "", c, q, (), False) for i, (q, c) in enumerate(items)]
         feats = featurize_qa(examples, self.tokenizer, int(d["max_seq_length"]), int(d["doc_stride"]))
-        width = int(feats["attention_mask"].sum(axis=1).max())  # trim padding the way evaluation batches do
-        out = self._run({k: feats[k][:, :width] for k in ("input_ids", "attention_mask", "token_type_ids")})
-        full = feats["input_ids"].shape[1]
-        pad = ((0, 0), (0, full - width))
-        starts = np.pad(out["start_logits"].astype(np.float32), pad, constant_values=-1e4)
-        ends = np.pad(out["end_logits"].astype(np.float32), pad, constant_values=-1e4)
-        preds = decode_qa(examples, feats, starts, ends, n_best=int(d["n_best"]),
+        lengths = feats["attention_mask"].sum(axis=1)
+        units = [{k: feats[k][j, :lengths[j]] for k in ("input_ids", "attention_mask", "token_type_ids")}
+                 for j in range(len(lengths))]
+        return QAJob(examples, feats, units)
+
+    def answer_outputs(self, job: "QAJob", rows: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+        """The best span of each question over its windows' logits, or no answer above the threshold."""
+        d = self.meta["data"]
+        full = job.features["input_ids"].shape[1]
+        starts = np.full((len(rows), full), -1e4, dtype=np.float32)  # padding is never a span (offsets -1)
+        ends = np.full((len(rows), full), -1e4, dtype=np.float32)
+        for j, r in enumerate(rows):
+            starts[j, :len(r["start_logits"])] = r["start_logits"]
+            ends[j, :len(r["end_logits"])] = r["end_logits"]
+        preds = decode_qa(job.examples, job.features, starts, ends, n_best=int(d["n_best"]),
                           max_answer_length=int(d["max_answer_length"]))
         threshold = self.meta.get("na_threshold")
         results = []
@@ -145,6 +181,22 @@ class ModelRuntime:
                 "score": _finite(p.score), "null_odds": _finite(p.null_odds), "threshold": threshold,
             })
         return results
+
+    def answer(self, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The answers of (question, context) pairs, all windows in one model call."""
+        if not items:
+            return []
+        job = self.encode_questions(items)
+        return self.answer_outputs(job, self.run_units(job.units))
+
+
+@dataclass
+class QAJob:
+    """One /answer request's windows: the examples, their features (offsets, example index) and unpadded units."""
+
+    examples: list[QAExample]
+    features: dict[str, np.ndarray]
+    units: list[dict[str, np.ndarray]]
 
 
 def _finite(x: float) -> float | None:

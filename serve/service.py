@@ -9,19 +9,28 @@ Endpoints (JSON):
                      sliding windows; "no_answer" when null_odds is above the threshold learnt on the eval set
 - GET /healthz, /livez, /readyz, /metrics (Prometheus)
 
-Both endpoints batch adaptively across requests (BentoML's dispatcher). Every client error is JSON,
+Both endpoints batch across requests with the fair scheduler of serve/scheduler.py (not BentoML's dispatcher,
+which runs whole requests in arrival order, so one big request blocks every small one behind it): each request is
+split into units (a text, or one window of a QA context; windows of different requests share calls), every model
+call is built from the least-served waiting request's length bucket, and a call is bounded in inputs and padded
+tokens. A one-text request therefore waits for at most the call in flight, whatever else is queued. Every client
+error is JSON,
 {"error": "<field>: <what is wrong and what to send>", "field": "<field>" or null} (400 adds pydantic's "detail"
 list): 400 bad input, 404/405 unknown route or method, 413 body over the limit, 415 a body that is not
 `application/json` in UTF-8, 503 overloaded (with Retry-After). One log line per rejected request, no traceback.
 
 Settings (environment variables, read at start):
   COMPRESS_MODEL            BentoML model tag to serve (default compress-model:latest, what `compress package` stores)
-  COMPRESS_BATCHING         1 (default) or 0: adaptive batching on or off
-  COMPRESS_MAX_BATCH_SIZE   most inputs per model call when batching (default 32)
-  COMPRESS_MAX_LATENCY_MS   the dispatcher's latency budget per request; requests it cannot fit get 503 (default 10000)
+  COMPRESS_WORKERS          worker processes, each with its own model and scheduler (default 1: on a 2-core machine
+                            one worker with 2 threads measured best, benchmarks/results/serve.md)
+  COMPRESS_THREADS          ONNX Runtime intra-op threads per worker (default: the cores / COMPRESS_WORKERS);
+                            threads x workers above the cores this process may use is refused at start
+  COMPRESS_BATCHING         1 (default) or 0: batching across requests on or off (off: a call holds one request's)
+  COMPRESS_MAX_BATCH_SIZE   most inputs (texts or QA windows) per model call (default 32)
+  COMPRESS_MAX_BATCH_TOKENS most padded tokens (inputs x the longest) per model call (default 4096)
+  COMPRESS_MAX_LATENCY_MS   a request not answered this long after it arrived gets 503 with Retry-After (default 10000)
   COMPRESS_MAX_ITEMS        most inputs in one request (default 256)
   COMPRESS_MAX_BODY_BYTES   largest request body (default 1048576); more gets 413
-  COMPRESS_THREADS          ONNX Runtime intra-op threads (default 2)
   COMPRESS_MAX_QUEUE        API requests in progress per worker; more get 503 with Retry-After at once (default 64)
   COMPRESS_READY_BELOW      /readyz answers 503 while this many are in progress (default 3/4 of the queue)
   COMPRESS_HOST             address to bind (default 127.0.0.1; `bentoml serve --host` overrides)
@@ -29,20 +38,27 @@ Settings (environment variables, read at start):
 
 from __future__ import annotations
 
+import asyncio
 import os
-import time
 from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import BentoMLException
+from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from pydantic import AfterValidator, BaseModel, Field
 
+from compress.deploy.onnxrt import available_cores
 from serve.middleware import BodyLimitAndErrors, quiet_client_errors
 from serve.runtime import InputError, ModelRuntime, load_runtime
+from serve.scheduler import FairBatcher, Overloaded
 from serve.schema import (
     Answer, ClassifyResult, RegressionResult, Text, is_pair, max_question_chars, question_type, served_meta,
     truthful_openapi,
 )
+
+
+def _refuse(message: str):
+    """A setting the service cannot start with: the message and exit status 1, no traceback (it is not a fault)."""
+    raise SystemExit(f"compress service: {message}")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -50,19 +66,27 @@ def _env_int(name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise RuntimeError(f"{name}={raw!r} is not a whole number; unset it or give e.g. {default}") from None
+        _refuse(f"{name}={raw!r} is not a whole number; unset it or give e.g. {default}")
     if value < 1:
-        raise RuntimeError(f"{name}={value}: must be at least 1")
+        _refuse(f"{name}={value}: must be at least 1")
     return value
 
 
 MODEL_TAG = os.environ.get("COMPRESS_MODEL", "compress-model:latest")
 BATCHING = os.environ.get("COMPRESS_BATCHING", "1").lower() not in ("0", "false", "no", "off")
 MAX_BATCH_SIZE = _env_int("COMPRESS_MAX_BATCH_SIZE", 32)
+MAX_BATCH_TOKENS = _env_int("COMPRESS_MAX_BATCH_TOKENS", 4096)
 MAX_LATENCY_MS = _env_int("COMPRESS_MAX_LATENCY_MS", 10000)
 MAX_ITEMS = _env_int("COMPRESS_MAX_ITEMS", 256)
 MAX_BODY_BYTES = _env_int("COMPRESS_MAX_BODY_BYTES", 1 << 20)
-THREADS = _env_int("COMPRESS_THREADS", 2)
+CORES = available_cores()
+WORKERS = _env_int("COMPRESS_WORKERS", 1)
+THREADS = _env_int("COMPRESS_THREADS", max(1, CORES // WORKERS))
+if THREADS * WORKERS > CORES:
+    _fit = min(WORKERS, CORES)
+    _refuse(f"COMPRESS_THREADS={THREADS} x COMPRESS_WORKERS={WORKERS} = {THREADS * WORKERS} threads is more than the "
+            f"{CORES} cores this process may use, and they would slow each other down; lower one, e.g. "
+            f"COMPRESS_WORKERS={_fit} COMPRESS_THREADS={max(1, CORES // _fit)}")
 MAX_QUEUE = _env_int("COMPRESS_MAX_QUEUE", 64)  # API requests in progress per worker before new ones get 503
 READY_BELOW = _env_int("COMPRESS_READY_BELOW", max(1, 3 * MAX_QUEUE // 4))  # /readyz 503 from this many on
 HOST = os.environ.get("COMPRESS_HOST", "127.0.0.1")
@@ -128,19 +152,29 @@ MODEL_INFO = bentoml.metrics.Gauge(
 )
 INFERENCE_SECONDS = bentoml.metrics.Histogram(
     name="compress_inference_seconds",
-    documentation="Model time per batch (tokenise, ONNX Runtime, decode)",
+    documentation="Model time per call (ONNX Runtime on a padded batch of inputs)",
     labelnames=["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 BATCH_ITEMS = bentoml.metrics.Histogram(
     name="compress_batch_items",
-    documentation="Inputs per model call (texts or questions; requests are batched together)",
+    documentation="Inputs per model call (texts or QA windows, from one or more requests)",
     labelnames=["endpoint"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+BATCH_FILL = bentoml.metrics.Histogram(
+    name="compress_batch_token_fill",
+    documentation="Real tokens over padded tokens per model call (1 = no padding)",
+    labelnames=["endpoint"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+)
 
 
-@bentoml.service(name="compress", http={"host": HOST}, traffic={"timeout": 120}, workers=1)
+def _overloaded(exc: Overloaded) -> ServiceUnavailable:
+    return ServiceUnavailable(f"overloaded: {exc}")
+
+
+@bentoml.service(name="compress", http={"host": HOST}, traffic={"timeout": 120}, workers=WORKERS)
 class Compress:
     model = bentoml.models.BentoModel(MODEL_TAG)
 
@@ -154,31 +188,46 @@ class Compress:
             metric_value=f"{meta.get('metric_value', float('nan')):.6g}", precision=str(meta.get("precision")),
             latency_ms=f"{meta.get('latency_ms', float('nan')):.4g}",
         ).set(1)
+        endpoint = "/answer" if self.runtime.is_qa else "/classify"
+
+        def observe(units: int, real: int, padded: int, seconds: float) -> None:
+            INFERENCE_SECONDS.labels(endpoint=endpoint).observe(seconds)
+            BATCH_ITEMS.labels(endpoint=endpoint).observe(units)
+            BATCH_FILL.labels(endpoint=endpoint).observe(real / padded)
+
+        self.batcher = FairBatcher(self.runtime.run_units, max_batch=MAX_BATCH_SIZE, max_tokens=MAX_BATCH_TOKENS,
+                                   max_wait_s=MAX_LATENCY_MS / 1000, cross_request=BATCHING, on_batch=observe)
 
     def __is_ready__(self) -> bool:
         return getattr(self, "runtime", None) is not None
 
+    async def _encode(self, fn, inputs, size: int):
+        """Tokenise on the event loop when small (cheaper than a thread hop), in a thread when large."""
+        return fn(inputs) if size < 4000 else await asyncio.to_thread(fn, inputs)
+
     # NOTE: only the endpoint the packaged model serves is defined (both when it cannot be read at import), so
     # the OpenAPI document lists what the server answers and a request to the other one is a clear 404.
     if SERVES["/classify"]:
-        @bentoml.api(route="/classify", batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE,
-                     max_latency_ms=MAX_LATENCY_MS)
-        def classify(self, texts: Texts) -> list[ClassifyOutput]:
-            t0 = time.perf_counter()
-            out = self.runtime.classify(texts)
-            INFERENCE_SECONDS.labels(endpoint="/classify").observe(time.perf_counter() - t0)
-            BATCH_ITEMS.labels(endpoint="/classify").observe(len(texts))
-            return out
+        @bentoml.api(route="/classify")
+        async def classify(self, texts: Texts) -> list[ClassifyOutput]:
+            size = sum(len(t) if isinstance(t, str) else sum(map(len, t)) for t in texts)
+            units = await self._encode(self.runtime.encode_texts, texts, size)
+            try:
+                rows = await self.batcher.submit(units, [len(u["input_ids"]) for u in units])
+            except Overloaded as exc:
+                raise _overloaded(exc) from None
+            return self.runtime.classify_outputs(rows)
 
     if SERVES["/answer"]:
-        @bentoml.api(route="/answer", batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE,
-                     max_latency_ms=MAX_LATENCY_MS)
-        def answer(self, items: Items) -> list[Answer]:
-            t0 = time.perf_counter()
-            out = self.runtime.answer([(it.question, it.context) for it in items])
-            INFERENCE_SECONDS.labels(endpoint="/answer").observe(time.perf_counter() - t0)
-            BATCH_ITEMS.labels(endpoint="/answer").observe(len(items))
-            return out
+        @bentoml.api(route="/answer")
+        async def answer(self, items: Items) -> list[Answer]:
+            pairs = [(it.question, it.context) for it in items]
+            job = await self._encode(self.runtime.encode_questions, pairs, sum(len(q) + len(c) for q, c in pairs))
+            try:
+                rows = await self.batcher.submit(job.units, [len(u["input_ids"]) for u in job.units])
+            except Overloaded as exc:
+                raise _overloaded(exc) from None
+            return await asyncio.to_thread(self.runtime.answer_outputs, job, rows)  # decoding is Python: off the loop
 
 
 quiet_client_errors()  # one line per rejected request (the middleware's), no traceback for a client's mistake

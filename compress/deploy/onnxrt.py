@@ -10,8 +10,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-__all__ = ["GRAPH_OPTIMIZATION", "PROVIDERS", "CorePlan", "check_provider", "core_plan", "onnx_session",
-           "pinned_thread"]
+__all__ = ["GRAPH_OPTIMIZATION", "PROVIDERS", "CorePlan", "available_cores", "check_provider", "core_plan",
+           "onnx_session", "pinned_thread"]
 
 GRAPH_OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -19,6 +19,18 @@ GRAPH_OPTIMIZATION = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+
+
+def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """The cores this process may use: its CPU affinity, lowered by a cgroup v2 CPU quota (a container's limit)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = (Path(cgroup_root) / "cpu.max").read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):  # no cgroup v2 file, or one this does not understand: the affinity stands
+        pass
+    return cores
 
 
 @dataclass(frozen=True)

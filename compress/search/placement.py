@@ -12,7 +12,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["WorkerSlot", "plan_workers", "worker_slots"]
+from ..deploy.onnxrt import available_cores
+
+__all__ = ["WorkerSlot", "available_cores", "plan_workers", "worker_slots"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def plan_workers(device: str, workers: int, threads: int | None = None) -> list[
     from ..distill.devices import resolve_device
 
     resolved = resolve_device(device, "distill.train.device")
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    usable = available_cores()
     cores = min(threads, usable) if threads else usable
     gpus: list[str] = []
     if resolved == "cuda":

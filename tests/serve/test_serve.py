@@ -324,9 +324,16 @@ def test_metrics_parse_and_move(servers):
                    http_response_code="400") == bad + 1
     assert _sample(after, "bentoml_service_request_duration_seconds", "bentoml_service_request_duration_seconds_count",
                    endpoint="/classify") >= ok + bad + 4
-    assert _sample(after, "bentoml_service_adaptive_batch_size", "bentoml_service_adaptive_batch_size_count",
-                   method_name="classify") >= 3
-    assert _sample(after, "compress_batch_items", "compress_batch_items_sum", endpoint="/classify") >= 6
+    # the scheduler's own: one model call per request here (sent one after another), 2 texts each
+    for name in ("compress_batch_items", "compress_inference_seconds", "compress_batch_token_fill"):
+        calls = [_sample(m, name, f"{name}_count", endpoint="/classify") for m in (before, after)]
+        assert calls[1] - calls[0] >= 3, name
+    items = [_sample(m, "compress_batch_items", "compress_batch_items_sum", endpoint="/classify")
+             for m in (before, after)]
+    assert items[1] - items[0] == 6
+    fills = [_sample(m, "compress_batch_token_fill", "compress_batch_token_fill_sum", endpoint="/classify")
+             for m in (before, after)]
+    assert 0 < fills[1] - fills[0] <= calls[1] - calls[0]
     info = [x for x in after["compress_model_info"].samples if x.value == 1]
     assert info and info[0].labels["precision"] == "int8" and info[0].labels["metric"] == "accuracy"
     assert int(info[0].labels["params"]) > 0
@@ -480,4 +487,4 @@ def test_kubernetes_manifest_matches_the_service(servers):
     assert set(env) <= read, set(env) - read
     assert env["COMPRESS_HOST"] == "0.0.0.0"
     threads, cpus = int(env["COMPRESS_THREADS"]), float(container["resources"]["limits"]["cpu"])
-    assert threads <= cpus  # ONNX Runtime's threads never above the replica's cores
+    assert threads * int(env.get("COMPRESS_WORKERS", "1")) <= cpus  # ONNX Runtime's threads never above the cores

@@ -1,0 +1,201 @@
+"""Fair batching across requests: the scheduler between the service's endpoints and the model (one per worker).
+
+BentoML's adaptive batcher dispatches whole requests in arrival order, so one request of 256 long texts is one
+model call of seconds and every request behind it waits (head-of-line blocking). This scheduler splits requests
+into units instead and builds each model call from the units of all waiting requests:
+
+- **Units.** A request becomes one unit per input the model reads: a text (or pair), or one window of a QA
+  context. Each unit carries its token length.
+- **Least-served first.** The head of each call is the waiting request that has had the fewest padded tokens run
+  so far (ties: the one that arrived first). A new one-text request is therefore the next call's head, whatever
+  else is queued: it waits for at most the call in flight. Two big requests share the model evenly.
+- **Length buckets.** A call takes units of the head unit's length bucket only (powers of two: up to 8, 16, 32,
+  ... tokens), one from each waiting request per pass, in least-served order, so a short text is not padded to
+  the longest input in the queue, and batching keeps its gain.
+- **Bounded calls.** A call holds at most `max_batch` units and `max_tokens` padded tokens (rows x the longest
+  row), so the wait behind a call in flight is bounded whatever was sent.
+- **Deadline.** A request not finished within `max_wait_s` of arriving fails with `Overloaded` (the service
+  answers 503 with Retry-After) and its remaining units are dropped; so does one whose client went away.
+
+With `cross_request=False` a call holds units of one request only (the service's COMPRESS_BATCHING=0).
+Model calls run one at a time on a thread of their own (ONNX Runtime's intra-op threads do the parallel work), so
+the event loop stays free to accept and answer requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+__all__ = ["FairBatcher", "Overloaded", "bucket_of"]
+
+
+class Overloaded(RuntimeError):
+    """A request that could not be served within the scheduler's deadline."""
+
+
+def bucket_of(length: int) -> int:
+    """The length bucket of a unit: the smallest power of two, at least 8, that holds it."""
+    b = 8
+    while b < length:
+        b *= 2
+    return b
+
+
+@dataclass(eq=False)
+class _Request:
+    seq: int
+    lengths: list[int]
+    arrived: float
+    future: asyncio.Future
+    pending: dict[int, deque[int]] = field(default_factory=dict)  # bucket -> unit indices not yet taken
+    results: list[Any] = field(default_factory=list)
+    left: int = 0  # units not yet answered
+    served: int = 0  # padded tokens run for this request so far
+
+    def first_bucket(self) -> int:
+        return min(b for b, q in self.pending.items() if q)
+
+    def has_pending(self) -> bool:
+        return any(self.pending.values())
+
+
+class FairBatcher:
+    """Fair, length-bucketed batching of units from concurrent requests into model calls.
+
+    `run_batch(payloads)` runs one model call on a list of unit payloads (what the caller passed to `submit`) and
+    returns one output per payload, in order; it runs on the scheduler's own thread.
+    """
+
+    def __init__(self, run_batch: Callable[[list[Any]], Sequence[Any]], *, max_batch: int = 32,
+                 max_tokens: int = 4096, max_wait_s: float = 10.0, cross_request: bool = True,
+                 on_batch: Callable[[int, int, int, float], None] | None = None) -> None:
+        if max_batch < 1 or max_tokens < 1:
+            raise ValueError(f"max_batch={max_batch} and max_tokens={max_tokens} must both be at least 1")
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_tokens = max_tokens
+        self.max_wait_s = max_wait_s
+        self.cross_request = cross_request
+        self.on_batch = on_batch  # (units, real tokens, padded tokens, seconds) after each call: metrics
+        self._waiting: dict[int, _Request] = {}  # requests with units not yet taken, in arrival order
+        self._seq = itertools.count()
+        self._payloads: dict[int, Sequence[Any]] = {}
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="compress-model")
+
+    # ------------------------------------------------------------------ the caller's side
+
+    async def submit(self, payloads: Sequence[Any], lengths: Sequence[int]) -> list[Any]:
+        """Queue one request's units; return their outputs in order once all have run."""
+        if len(payloads) != len(lengths):
+            raise ValueError(f"{len(payloads)} payloads but {len(lengths)} lengths")
+        if not payloads:
+            return []
+        loop = asyncio.get_running_loop()
+        self._start(loop)
+        req = _Request(next(self._seq), [max(1, int(n)) for n in lengths], time.monotonic(), loop.create_future())
+        req.results = [None] * len(payloads)
+        req.left = len(payloads)
+        for i in sorted(range(len(payloads)), key=lambda i: req.lengths[i]):
+            req.pending.setdefault(bucket_of(req.lengths[i]), deque()).append(i)
+        self._payloads[req.seq] = payloads
+        self._waiting[req.seq] = req
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(req.future), self.max_wait_s)
+        except asyncio.TimeoutError:
+            raise Overloaded(f"not served within {self.max_wait_s:g} s: the model is busy; retry later") from None
+        finally:  # answered, failed, timed out or cancelled (the client went away): drop what is left of it
+            self._waiting.pop(req.seq, None)
+            self._payloads.pop(req.seq, None)
+            if not req.future.done():
+                req.future.cancel()
+
+    @property
+    def queued_units(self) -> int:
+        return sum(len(q) for r in self._waiting.values() for q in r.pending.values())
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ the scheduler's side
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._loop())
+
+    def take(self) -> list[tuple[_Request, int]]:
+        """The next call's units: (request, unit index) pairs. Removes them from the queue."""
+        if not self._waiting:
+            return []
+        order = sorted(self._waiting.values(), key=lambda r: (r.served, r.seq))  # least served, then oldest
+        head = order[0]
+        bucket = head.first_bucket()
+        if not self.cross_request:
+            order = [head]
+        batch: list[tuple[_Request, int]] = []
+        width = 0
+        progressed = True
+        while progressed and len(batch) < self.max_batch:
+            progressed = False
+            for r in order:  # one unit from each request per pass
+                q = r.pending.get(bucket)
+                if not q:
+                    continue
+                i = q[0]
+                w = max(width, r.lengths[i])
+                if batch and (len(batch) + 1) * w > self.max_tokens:
+                    continue
+                q.popleft()
+                batch.append((r, i))
+                width = w
+                progressed = True
+                if len(batch) >= self.max_batch:
+                    break
+        for r in {id(r): r for r, _ in batch}.values():
+            r.served += width * sum(1 for rr, _ in batch if rr is r)
+            if not r.has_pending():
+                self._waiting.pop(r.seq, None)
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self.take()
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            payloads = [self._payloads[r.seq][i] for r, i in batch]
+            t0 = time.perf_counter()
+            try:
+                outputs = await loop.run_in_executor(self._executor, self.run_batch, payloads)
+                if len(outputs) != len(batch):
+                    raise RuntimeError(f"the model call returned {len(outputs)} outputs for {len(batch)} inputs")
+            except Exception as exc:  # a server fault: fail the requests in this call, keep serving the rest
+                for r in {id(r): r for r, _ in batch}.values():
+                    self._waiting.pop(r.seq, None)
+                    if not r.future.done():
+                        r.future.set_exception(exc)
+                continue
+            if self.on_batch is not None:
+                width = max(r.lengths[i] for r, i in batch)
+                self.on_batch(len(batch), sum(r.lengths[i] for r, i in batch), width * len(batch),
+                              time.perf_counter() - t0)
+            for (r, i), out in zip(batch, outputs):
+                if r.future.done():  # timed out or cancelled meanwhile
+                    continue
+                r.results[i] = out
+                r.left -= 1
+                if r.left == 0:
+                    r.future.set_result(r.results)

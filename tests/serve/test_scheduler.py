@@ -1,0 +1,201 @@
+"""The fair scheduler (serve/scheduler.py) with a stand-in model: who shares a call, in which order, bounds,
+deadlines, cancellation and faults. No server, no model: each test runs in well under a second."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from compress.deploy.onnxrt import available_cores
+from serve.scheduler import FairBatcher, Overloaded, bucket_of
+
+
+class Model:
+    """Records each call's payloads; a unit's output is its payload; each call sleeps `seconds`."""
+
+    def __init__(self, seconds: float = 0.0, fail_on: str | None = None) -> None:
+        self.calls: list[list[tuple[str, int, int]]] = []
+        self.seconds = seconds
+        self.fail_on = fail_on
+
+    def __call__(self, payloads):
+        self.calls.append(list(payloads))
+        if self.fail_on is not None and any(p[0] == self.fail_on for p in payloads):
+            raise RuntimeError("the model broke")
+        time.sleep(self.seconds)
+        return list(payloads)
+
+
+def units(name: str, lengths: list[int]):
+    return [(name, i, n) for i, n in enumerate(lengths)], lengths
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_buckets_are_powers_of_two_from_eight():
+    assert [bucket_of(n) for n in (1, 8, 9, 16, 17, 100, 128, 129, 384)] == [8, 8, 16, 16, 32, 128, 128, 256, 512]
+
+
+def test_each_request_gets_its_own_outputs_in_order():
+    model = Model()
+    b = FairBatcher(model, max_batch=8)
+
+    async def main():
+        reqs = [units(f"r{k}", [(7 * k + 3 * i) % 60 + 1 for i in range(k + 1)]) for k in range(12)]
+        return reqs, await asyncio.gather(*(b.submit(p, n) for p, n in reqs))
+
+    reqs, outs = run(main())
+    for (payloads, _), got in zip(reqs, outs):
+        assert got == payloads
+    assert all(len(c) <= 8 for c in model.calls)
+
+
+def test_a_call_holds_one_length_bucket_within_its_bounds():
+    model = Model()
+    b = FairBatcher(model, max_batch=16, max_tokens=256)
+
+    async def main():
+        await asyncio.gather(b.submit(*units("a", [5, 30, 60, 120, 7, 31] * 6)),
+                             b.submit(*units("b", [12, 64, 3, 100] * 5)))
+
+    run(main())
+    for call in model.calls:
+        assert len({bucket_of(n) for _, _, n in call}) == 1, call
+        assert len(call) <= 16
+        assert len(call) * max(n for _, _, n in call) <= 256 or len(call) == 1
+
+
+def test_a_small_request_waits_for_at_most_the_call_in_flight():
+    """Eight requests of 64 long inputs are queued; a one-text request sent meanwhile is in the very next call."""
+    model = Model(seconds=0.01)
+    b = FairBatcher(model, max_batch=8, max_tokens=8 * 128)
+    done: dict[str, float] = {}
+
+    async def timed(name, payloads, lengths):
+        await b.submit(payloads, lengths)
+        done[name] = time.perf_counter()
+
+    async def main():
+        heavy = [asyncio.create_task(timed(f"big{k}", *units(f"big{k}", [120] * 64))) for k in range(8)]
+        await asyncio.sleep(0.03)  # the heavy ones are being served
+        calls_before = len(model.calls)
+        await timed("small", *units("small", [6]))
+        small_calls = [i for i, c in enumerate(model.calls) if any(p[0] == "small" for p in c)]
+        await asyncio.gather(*heavy)
+        return calls_before, small_calls
+
+    before, small_calls = run(main())
+    assert small_calls[0] <= before + 1  # the call in flight, then the small one's
+    assert done["small"] < min(v for k, v in done.items() if k != "small")
+
+
+def test_two_big_requests_share_the_model_evenly():
+    model = Model()
+    b = FairBatcher(model, max_batch=4)
+
+    async def main():
+        await asyncio.gather(b.submit(*units("a", [20] * 40)), b.submit(*units("b", [20] * 40)))
+
+    run(main())
+    served = {"a": 0, "b": 0}
+    for call in model.calls[:10]:
+        for name, _, _ in call:
+            served[name] += 1
+    assert abs(served["a"] - served["b"]) <= 4
+
+
+def test_without_cross_request_batching_a_call_holds_one_request():
+    model = Model()
+    b = FairBatcher(model, max_batch=8, cross_request=False)
+
+    async def main():
+        await asyncio.gather(*(b.submit(*units(f"r{k}", [10, 11, 12])) for k in range(5)))
+
+    run(main())
+    assert all(len({p[0] for p in call}) == 1 for call in model.calls)
+    assert len(model.calls) == 5
+
+
+def test_a_request_past_its_deadline_is_overloaded_and_its_units_dropped():
+    model = Model(seconds=0.05)
+    b = FairBatcher(model, max_batch=1, max_wait_s=0.12)
+
+    async def main():
+        with pytest.raises(Overloaded, match="not served within 0.12 s"):
+            await b.submit(*units("slow", [10] * 20))
+        await asyncio.sleep(0.15)  # let the call in flight finish
+        return b.queued_units
+
+    assert run(main()) == 0
+    assert sum(1 for c in model.calls for p in c if p[0] == "slow") <= 4
+
+
+def test_a_cancelled_request_is_dropped_and_others_go_on():
+    model = Model(seconds=0.01)
+    b = FairBatcher(model, max_batch=2)
+
+    async def main():
+        gone = asyncio.create_task(b.submit(*units("gone", [10] * 30)))
+        await asyncio.sleep(0.025)
+        gone.cancel()
+        out = await b.submit(*units("kept", [10, 10, 10]))
+        return out, b.queued_units
+
+    out, left = run(main())
+    assert [p[0] for p in out] == ["kept"] * 3 and left == 0
+    assert sum(1 for c in model.calls for p in c if p[0] == "gone") < 30
+
+
+def test_a_model_fault_fails_only_the_requests_in_that_call():
+    model = Model(fail_on="bad")
+    b = FairBatcher(model, max_batch=4, cross_request=False)
+
+    async def main():
+        results = await asyncio.gather(b.submit(*units("bad", [10])), b.submit(*units("good", [10, 12])),
+                                       return_exceptions=True)
+        again = await b.submit(*units("after", [9]))
+        return results, again
+
+    (bad, good), again = run(main())
+    assert isinstance(bad, RuntimeError) and [p[0] for p in good] == ["good", "good"] and again[0][0] == "after"
+
+
+def test_the_metrics_hook_sees_real_and_padded_tokens():
+    seen = []
+    b = FairBatcher(Model(), max_batch=8, on_batch=lambda *a: seen.append(a))
+    run(b.submit(*units("a", [10, 12, 16])))
+    assert [(u, real, padded) for u, real, padded, _ in seen] == [(3, 38, 48)]
+
+
+def test_available_cores_reads_a_cgroup_quota(tmp_path):
+    mine = available_cores(str(tmp_path))  # no cpu.max there: the affinity
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    assert available_cores(str(tmp_path)) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cores(str(tmp_path)) == mine
+    (tmp_path / "cpu.max").write_text("garbage\n")
+    assert available_cores(str(tmp_path)) == mine
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"COMPRESS_WORKERS": "{over}", "COMPRESS_THREADS": "1"}, "cores this process may use"),
+    ({"COMPRESS_MAX_BATCH_TOKENS": "lots"}, "COMPRESS_MAX_BATCH_TOKENS='lots' is not a whole number"),
+])
+def test_settings_the_service_cannot_start_with_are_refused_without_a_traceback(tmp_path, env, words):
+    """More threads x workers than cores (they would slow each other down), or a setting that is not a number."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    over = str(available_cores() + 1)
+    full = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true",
+            **{k: v.format(over=over) for k, v in env.items()}}
+    out = subprocess.run([sys.executable, "-c", "import serve.service"], cwd=ROOT, env=full, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1 and words in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
