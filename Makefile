@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency bench-scale bench-students clean
+.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-variants bench-agora bench-fptas bench-latency bench-scale bench-students clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-bench: bench-distill bench-squad bench-search bench-serve bench-agora bench-fptas bench-latency bench-scale bench-students
+bench: bench-distill bench-squad bench-search bench-serve bench-variants bench-agora bench-fptas bench-latency bench-scale bench-students
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/bench_distill.py
@@ -29,8 +29,12 @@ bench-squad: $(STAMP)
 bench-search: $(STAMP)
 	$(BIN)/python benchmarks/bench_search.py
 
-bench-serve: $(STAMP)  # needs the SST-2 search of bench-search
+bench-serve: $(STAMP)  # needs the SST-2 search of bench-search; wrk (Debian) drives the load
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/bench_serve.py
+
+bench-variants: $(STAMP)  # needs the SST-2 search of bench-search
+	$(BIN)/python benchmarks/bench_variants.py
 
 bench-agora: $(STAMP)  # needs the SST-2 teacher of bench-distill
 	$(BIN)/python benchmarks/bench_agora.py --theta-arm

@@ -1,13 +1,27 @@
-"""Serving benchmark on SST-2: variant latency and metric, then a load test of the HTTP service.
+"""bench-serve: the HTTP service against the bare model, side by side on the same cores in one run.
 
-1. The teacher and frontier students of the SST-2 search (runs/search-sst2-tpe, `make bench-search`): latency in
-   PyTorch eager, ONNX fp32, ONNX Runtime optimised and dynamic int8, at batch 1 and 8, sequence 128, 2 threads
-   (10 warm-up, 50 timed calls, median and p90), each with its own accuracy on the full SST-2 dev set.
-2. A load test of `bentoml serve` on 127.0.0.1 with one student packaged (int8), at concurrency 1, 8 and 32,
-   with adaptive batching on and off: each run is bounded in requests and seconds; throughput, p50, p99,
-   errors, and the server's resident memory before and after. Client and server share the machine's cores.
+The model: the knee student of the SST-2 search (runs/search-sst2-tpe, `make bench-search`), packaged in dynamic
+int8 as users package it (`compress package`). The texts: the 872 SST-2 dev sentences, one per request.
 
-Run `make bench-serve`. Writes benchmarks/results/serve-sst2.{json,md}.
+1. **Bare session**: the packaged model.onnx in the same ONNX Runtime session the server makes (2 intra-op
+   threads), on the dev texts tokenised beforehand, in order: batch 1 (every text, p50/p90/p99 per call) and
+   batches of 2 to 64 padded to their longest (inputs/s, the median of 3 passes); the best batch size's inputs/s
+   is what the server is compared with. Tokenising one text is timed beside it (the server does that too).
+2. **Server**: `bentoml serve` on 127.0.0.1 driven by wrk (Debian's; a compiled closed-loop generator, one
+   thread, keep-alive connections; its own CPU share is recorded), at concurrency 1, 8 and 32 for --seconds each,
+   for: 1 worker x 2 threads with batching across requests (the default), the same with batching off, and 2
+   workers x 1 thread.
+3. **Heavy**: 8 connections sending 256-text requests (texts of about 3.9 KB, bodies just under the 1 MiB
+   limit) while one connection sends one-text requests: that one's p99 against its unloaded p99 (step 2, c=1).
+4. **Memory**: --long-seconds (600) at concurrency 32 with the server's resident memory (the process tree)
+   sampled every 10 s.
+
+Goals (benchmarks/results/serve.json): overhead_p50_ms (server p50 at c=1 minus the bare batch-1 p50; <= 1.0),
+throughput_share_c32 (server req/s at c=32 over the bare best inputs/s; >= 0.8), rss_growth_10min (growth over the
+last 5 minutes as a share; <= 0.02), errors (non-2xx and socket errors over every run; 0),
+small_request_p99_under_heavy_ms (<= 10x the unloaded p99). All for the default configuration.
+
+Run `make bench-serve` (about 20 minutes; installs wrk from Debian if it is missing).
 """
 
 from __future__ import annotations
@@ -15,10 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,248 +46,349 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 from common import write_results  # noqa: E402
 
-from compress.config import load_run_config  # noqa: E402
-from serve.launch import LocalServer  # noqa: E402
-
 RUN = ROOT / "runs" / "search-sst2-tpe"
+WORK = ROOT / ".cache" / "bench-serve"
+LUA = HERE / "wrk_post.lua"
+CONFIGS = [  # (name, workers, threads per worker, batching across requests)
+    ("1 worker x 2 threads", 1, 2, True),
+    ("1 worker x 2 threads, batching off", 1, 2, False),
+    ("2 workers x 1 thread", 2, 1, True),
+]
+DEFAULT = CONFIGS[0][0]
 
 
-def _pick_students(doc: dict, count: int) -> list[dict]:
-    """The scenario picks (knee, retain-size, retain-metric, fastest within 1 point), then the rest by metric."""
-    from compress.search.scenarios import SCENARIOS, ScenarioError, pick
+# ------------------------------------------------------------------ the model and the texts
 
-    chosen: dict[int, dict] = {}
-    for scenario in SCENARIOS:
-        try:
-            r = pick(doc, scenario)
-        except ScenarioError:
-            continue
-        chosen.setdefault(r["number"], {**r, "scenario": scenario})
-    for r in doc["frontier"]:
-        chosen.setdefault(r["number"], r)
-    return list(chosen.values())[:count]
+def packaged_student() -> dict:
+    from compress.config import load_run_config
+    from compress.deploy.package import package
+    from compress.search.scenarios import pick
 
-
-def variant_table(cfg, students: list[dict], batches=(1, 8), seq_len: int = 128) -> list[dict]:
-    from transformers import AutoModelForSequenceClassification
-
-    from compress.data import prepare_task_data
-    from compress.deploy.measure import onnx_latency, torch_latency
-    from compress.search import latency
-    from compress.model.teacher import load_tokenizer
-    from compress.deploy.variants import measure_variants
-
-    rows = []
-    teacher_dir = RUN / "teacher_onnx"
-    models = [{"name": "teacher", "trial_dir": RUN / "teacher-variants", "fp32": teacher_dir,
-               "torch": cfg.teacher.model, "params": None}]
-    for s in students:
-        models.append({"name": f"trial {s['number']}" + (f" ({s['scenario']})" if s.get("scenario") else ""),
-                       "trial_dir": Path(s["dir"]), "fp32": Path(s["dir"]) / "onnx", "torch": Path(s["dir"]) / "model",
-                       "params": s["params"], "spec": s.get("spec")})
-    data = prepare_task_data(cfg, load_tokenizer(str(teacher_dir)))
-    for m in models:
-        trial_dir = m["trial_dir"]
-        if m["name"] == "teacher":  # the teacher's export lives in teacher_onnx; variants beside it
-            trial_dir.mkdir(parents=True, exist_ok=True)
-            link = trial_dir / "onnx"
-            if not link.exists():
-                link.symlink_to(teacher_dir.resolve())
-        variants = measure_variants(trial_dir, data, lambda p: latency(p, data.eval, cfg), threads=2)
-        torch_model = AutoModelForSequenceClassification.from_pretrained(m["torch"]).eval()
-        params = m["params"] or sum(p.numel() for p in torch_model.parameters())
-        from compress.model.inference import evaluate_model
-
-        torch_metric = evaluate_model(torch_model, data)[0]["accuracy"]
-        row = {"model": m["name"], "params": params, "spec": m.get("spec"), "runtimes": []}
-        row["runtimes"].append({"runtime": "pytorch eager", "accuracy": torch_metric, "size_mb": None, **{
-            f"b{b}": torch_latency(torch_model, batch_size=b, seq_len=seq_len, threads=2) for b in batches}})
-        for v in variants:
-            path = Path(v["dir"]) / "model.onnx"
-            row["runtimes"].append({"runtime": f"onnx {v['precision']}", "accuracy": v["metrics"]["accuracy"],
-                                    "size_mb": v["size_mb"], **{
-                f"b{b}": onnx_latency(path, batch_size=b, seq_len=seq_len, threads=2) for b in batches}})
-        del torch_model
-        rows.append(row)
-        print(f"{m['name']}: " + ", ".join(f"{r['runtime']} {r['accuracy']:.4f} b1 {r['b1']['median_ms']:.2f} ms"
-                                          for r in row["runtimes"]), flush=True)
-    return rows
+    if not (RUN / "frontier.json").is_file():
+        raise SystemExit(f"{RUN} has no frontier.json; run `make bench-search` first")
+    cfg = load_run_config(RUN)
+    knee = pick(json.loads((RUN / "frontier.json").read_text()), "knee")
+    res = package(cfg, trial=knee["number"], precision="int8", progress=False)
+    folder = Path(os.environ["BENTOML_HOME"]) / "models" / res["tag"].replace(":", "/")
+    return {"cfg": cfg, "tag": res["tag"], "meta": res["meta"], "folder": folder, "trial": knee["number"]}
 
 
-# ----------------------------------------------------------------------------------------------
-# Load test
+def dev_texts(cfg) -> list[str]:
+    from compress.data import load_text_examples
+
+    return [ex.texts[0] for ex in load_text_examples(cfg.data.eval, cfg.task, cfg.config_path)]
 
 
-def _rss_mb(pid: int) -> float:
+def heavy_texts(texts: list[str], chars: int = 3900) -> list[str]:
+    """Dev sentences joined into texts of about `chars` characters (the model reads the first 64 tokens)."""
+    out, k = [], 0
+    while len(out) < 256:
+        t = ""
+        while len(t) < chars:
+            t += texts[k % len(texts)] + " "
+            k += 1
+        out.append(t[:chars])
+    return out
+
+
+def write_bodies(path: Path, bodies: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bodies))
+    return path
+
+
+# ------------------------------------------------------------------ 1. the bare session
+
+def _stats(ms: np.ndarray) -> dict:
+    return {"calls": int(ms.size), "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def bare_session(folder: Path, texts: list[str], threads: int = 2, batches=(1, 2, 4, 8, 16, 32, 64)) -> dict:
+    from serve.runtime import load_runtime
+
+    rt = load_runtime(folder, threads=threads)
+    units = rt.encode_texts(texts)
+    names = [i.name for i in rt.session.get_inputs()]
+
+    def feeds(chunk):
+        width = max(len(u["input_ids"]) for u in chunk)
+        return {k: np.stack([np.pad(u[k], (0, width - len(u[k]))) for u in chunk]) for k in names}
+
+    single = [feeds([u]) for u in units]
+    for f in single[:50]:  # warm-up
+        rt.session.run(None, f)
+    one = []
+    for f in single:
+        t0 = time.perf_counter()
+        rt.session.run(None, f)
+        one.append((time.perf_counter() - t0) * 1000)
+    tok = []
+    for t in texts:
+        t0 = time.perf_counter()
+        rt.encode_texts([t])
+        tok.append((time.perf_counter() - t0) * 1000)
+    table = []
+    for b in batches:
+        chunks = [feeds(units[i:i + b]) for i in range(0, len(units), b)]
+        rates = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for f in chunks:
+                rt.session.run(None, f)
+            rates.append(len(units) / (time.perf_counter() - t0))
+        table.append({"batch": b, "inputs_per_s": float(np.median(rates)), "passes": [float(r) for r in rates]})
+        print(f"bare batch {b}: {table[-1]['inputs_per_s']:.0f} inputs/s", flush=True)
+    best = max(table, key=lambda r: r["inputs_per_s"])
+    b1 = _stats(np.asarray(one))
+    print(f"bare batch 1: p50 {b1['p50_ms']:.3f} ms, p99 {b1['p99_ms']:.3f} ms; best batch {best['batch']}: "
+          f"{best['inputs_per_s']:.0f} inputs/s", flush=True)
+    return {"threads": threads, "batch_1": b1, "tokenize_one": _stats(np.asarray(tok)), "batches": table,
+            "best": best}
+
+
+# ------------------------------------------------------------------ 2-4. the server under wrk
+
+def _tree(pid: int):
     import psutil
 
     try:
         proc = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+        return [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return float("nan")
+        return []
 
 
-def _server(tag: str, batching: bool, home: Path, log: Path) -> LocalServer:
-    env = {"COMPRESS_MODEL": tag, "COMPRESS_BATCHING": "1" if batching else "0", "COMPRESS_THREADS": "2",
-           "COMPRESS_MAX_BATCH_SIZE": "32", "COMPRESS_MAX_LATENCY_MS": "30000"}
-    return LocalServer("serve.service:Compress", home, env, own_home=False, log=log)
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in _tree(pid):
+        try:
+            total += p.memory_info().rss
+        except Exception:  # noqa: BLE001 - a process that just exited
+            pass
+    return total / 2**20
 
 
-def load_test(url: str, texts: list[str], concurrency: int, max_requests: int, max_seconds: float) -> dict:
-    """`concurrency` client threads, each with one keep-alive connection, one text per request."""
-    import http.client
-
-    host, port = url.split("//")[1].split(":")
-    lock = threading.Lock()
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    issued = [0]
-    t_end = time.perf_counter() + max_seconds
-
-    def worker(k: int) -> None:
-        conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        while True:
-            with lock:
-                if issued[0] >= max_requests or time.perf_counter() > t_end:
-                    break
-                i = issued[0]
-                issued[0] += 1
-            body = json.dumps({"texts": [texts[i % len(texts)]]})
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", "/classify", body, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                resp.read()
-                ok = resp.status == 200
-                key = str(resp.status)
-            except Exception as exc:  # noqa: BLE001 - any client-side failure counts as an error
-                ok, key = False, type(exc).__name__
-                conn.close()
-                conn = http.client.HTTPConnection(host, int(port), timeout=60)
-            dt = time.perf_counter() - t0
-            with lock:
-                if ok:
-                    latencies.append(dt)
-                else:
-                    errors[key] = errors.get(key, 0) + 1
-        conn.close()
-
-    start = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    ms = np.asarray(latencies) * 1000
-    return {"concurrency": concurrency, "requests": len(latencies) + sum(errors.values()), "ok": len(latencies),
-            "errors": sum(errors.values()), "errors_by_kind": errors, "seconds": elapsed,
-            "throughput_rps": len(latencies) / elapsed, "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None, "bound": {"max_requests": max_requests,
-                                                                                   "max_seconds": max_seconds}}
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except Exception:  # noqa: BLE001
+            pass
+    return total
 
 
-def _batch_metrics(url: str) -> dict:
+def start_wrk(url: str, bodies: Path, connections: int, seconds: float, path: str = "/classify"):
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(LUA), url]
+    env = {**os.environ, "WRK_BODIES": str(bodies), "WRK_PATH": path}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env), time.time()
+
+
+def finish_wrk(started) -> dict:
+    proc, t0 = started
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.time() - t0
+    out = proc.stdout.read()
+    line = next((x for x in out.splitlines() if x.startswith("WRK_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed (exit {proc.returncode}): {out[-2000:]}")
+    r = json.loads(line[len("WRK_JSON "):])
+    seconds = r["duration_us"] / 1e6
+    errors = sum(r["errors"].values())
+    return {"connections": None, "requests": r["requests"], "seconds": seconds, "errors": errors,
+            "errors_by_kind": r["errors"], "req_per_s": (r["requests"] - errors) / seconds,
+            **{f"{k}_ms": v / 1000 for k, v in r["latency_us"].items()},
+            "wrk_cpu_share": (usage.ru_utime + usage.ru_stime) / wall}
+
+
+def run_wrk(url, bodies, connections, seconds, server_pid, path="/classify") -> dict:
+    cpu0, t0 = cpu_seconds(server_pid), time.time()
+    r = finish_wrk(start_wrk(url, bodies, connections, seconds, path))
+    r["connections"] = connections
+    r["server_cpu_share"] = (cpu_seconds(server_pid) - cpu0) / (time.time() - t0)
+    return r
+
+
+def scheduler_metrics(url: str) -> dict:
+    import urllib.request
+
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
         fams = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
-    items = fams.get("compress_batch_items")
-    if not items:
-        return {}
-    s = {x.name: x.value for x in items.samples if x.labels.get("endpoint") == "/classify" and not x.name.endswith("_bucket")}
-    calls = s.get("compress_batch_items_count", 0)
-    return {"model_calls": calls, "mean_inputs_per_call": s.get("compress_batch_items_sum", 0) / calls if calls else None}
+    out = {}
+    for fam, key in (("compress_batch_items", "inputs"), ("compress_batch_token_fill", "fill")):
+        s = {x.name: x.value for x in fams[fam].samples if not x.name.endswith("_bucket")} if fam in fams else {}
+        n = s.get(f"{fam}_count", 0)
+        out["model_calls"] = n
+        out[f"mean_{key}_per_call"] = s.get(f"{fam}_sum", 0) / n if n else None
+    return out
 
 
-def serve_table(cfg, student: dict, texts: list[str], levels=(1, 8, 32), max_requests: int = 1500,
-                max_seconds: float = 30.0) -> dict:
-    from compress.deploy.package import package
+def start_server(tag: str, workers: int, threads: int, batching: bool, log: Path):
+    from serve.launch import LocalServer
 
-    res = package(cfg, trial=student["number"], precision="int8", progress=False)
-    logs = ROOT / "runs" / "bench-serve"
-    logs.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for batching in (True, False):
-        server = _server(res["tag"], batching, Path(os.environ["BENTOML_HOME"]), logs / f"serve-batching-{int(batching)}.log")
-        try:
-            rss_before = _rss_mb(server.proc.pid)
-            load_test(server.url, texts, 4, 100, 10)  # warm-up, not recorded
-            for c in levels:
-                r = load_test(server.url, texts, c, max_requests, max_seconds)
-                r["batching"] = batching
-                r["server_rss_mb_after"] = _rss_mb(server.proc.pid)
-                runs.append(r)
-                print(f"batching {'on' if batching else 'off'} c={c}: {r['throughput_rps']:.1f} req/s, p50 "
-                      f"{r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}", flush=True)
-            batch_info = _batch_metrics(server.url)
-            for r in runs:
-                if r["batching"] == batching:
-                    r["server_rss_mb_before"] = rss_before
-            runs.append({"batching": batching, "summary": True, **batch_info,
-                         "server_rss_mb_before": rss_before, "server_rss_mb_after": _rss_mb(server.proc.pid)})
-        finally:
-            server.stop()
-    return {"package": {"tag": res["tag"], "meta": res["meta"]}, "runs": runs}
+    env = {"COMPRESS_MODEL": tag, "COMPRESS_WORKERS": str(workers), "COMPRESS_THREADS": str(threads),
+           "COMPRESS_BATCHING": "1" if batching else "0"}
+    return LocalServer("serve.service:Compress", Path(os.environ["BENTOML_HOME"]), env, own_home=True, log=log)
 
 
-def _summary(variants: list[dict], serving: dict | None) -> str:
-    lines = ["# Serving on SST-2: variants and the HTTP service", "",
-             "Latency: fixed shape, batch 1 and 8 at sequence 128, 2 threads, 10 warm-up and 50 timed calls, "
-             "median (p90 in the JSON). PyTorch eager uses torch's intra-op threads; ONNX Runtime one session per "
-             "file with 2 intra-op threads and graph optimisation `all`. Accuracy: each runtime's own predictions "
-             "on all 872 SST-2 dev rows (max length 64).", "",
-             "| model | params | runtime | accuracy | size MB | b1 ms | b8 ms |", "|---|---|---|---|---|---|---|"]
-    for row in variants:
-        for r in row["runtimes"]:
-            size = f"{r['size_mb']:.1f}" if r["size_mb"] else "-"
-            lines.append(f"| {row['model']} | {row['params']:,} | {r['runtime']} | {r['accuracy']:.4f} | {size} | "
-                         f"{r['b1']['median_ms']:.2f} | {r['b8']['median_ms']:.2f} |")
-    if serving:
-        meta = serving["package"]["meta"]
-        lines += ["", f"## Load test: `bentoml serve` on 127.0.0.1, trial {meta['trial']} int8 "
-                      f"(accuracy {meta['metric_value']:.4f})", "",
-                  "One text per request, keep-alive connections, one client thread per concurrent request; the client "
-                  "runs on the same 2 cores as the server. Each run stops at its request or time bound. Server RSS is "
-                  "the serving process tree.", "",
-                  "| batching | concurrency | requests | req/s | p50 ms | p99 ms | errors | RSS before MB | RSS after MB |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in serving["runs"]:
-            if r.get("summary"):
-                continue
-            lines.append(f"| {'on' if r['batching'] else 'off'} | {r['concurrency']} | {r['requests']} | "
-                         f"{r['throughput_rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
-                         f"{r['server_rss_mb_before']:.0f} | {r['server_rss_mb_after']:.0f} |")
-        for r in serving["runs"]:
-            if r.get("summary") and r.get("model_calls"):
-                lines.append(f"\nBatching {'on' if r['batching'] else 'off'}: {r['model_calls']:.0f} model calls, "
-                             f"{r['mean_inputs_per_call']:.2f} inputs per call on average (compress_batch_items).")
+def heavy_run(url: str, small: Path, heavy: Path, seconds: float, server_pid: int) -> dict:
+    h = start_wrk(url, heavy, 8, seconds + 10)
+    time.sleep(5)  # the heavy requests are being served
+    s = run_wrk(url, small, 1, seconds, server_pid)
+    hv = finish_wrk(h)
+    hv["connections"] = 8
+    return {"small": s, "heavy": hv}
+
+
+def memory_run(url: str, bodies: Path, seconds: float, server_pid: int, every: float = 10.0) -> dict:
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def sample():
+        t0 = time.time()
+        while not stop.is_set():
+            samples.append((time.time() - t0, rss_mb(server_pid)))
+            stop.wait(every)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    r = run_wrk(url, bodies, 32, seconds, server_pid)
+    stop.set()
+    th.join()
+    samples.append((seconds, rss_mb(server_pid)))
+    half = seconds / 2
+    at_half = min(samples, key=lambda s: abs(s[0] - half))[1]
+    return {"load": r, "rss_samples": [{"t_s": round(t, 1), "rss_mb": round(m, 1)} for t, m in samples],
+            "rss_at_half_mb": at_half, "rss_end_mb": samples[-1][1],
+            "growth_last_half": (samples[-1][1] - at_half) / at_half}
+
+
+# ------------------------------------------------------------------ the report
+
+def summary(doc: dict) -> str:
+    b, meta = doc["bare"], doc["model"]["meta"]
+    g = doc["goals"]
+    lines = [
+        "# Serving: the HTTP service against the bare model, on the same cores", "",
+        f"Model: trial {doc['model']['trial']} of runs/search-sst2-tpe (the knee), dynamic int8, "
+        f"{meta.get('params'):,} parameters, accuracy {meta.get('metric_value'):.4f} on SST-2 dev. Texts: the "
+        f"872 SST-2 dev sentences, one per request. Load: wrk {doc['wrk_version']} (one thread, keep-alive "
+        "connections, closed loop), on the same cores as the server; its CPU share is in the tables. "
+        "Everything below was measured in one run.", "",
+        "## Goals", "", "| goal | value | target | met |", "|---|---|---|---|"]
+    for k, v in g.items():
+        lines.append(f"| {k} | {v['value']:.4g} | {v['goal']:.4g} | {'yes' if v['met'] else 'no'} |")
+    lines += ["", "## The bare session", "",
+              f"ONNX Runtime, {b['threads']} intra-op threads, texts tokenised beforehand. Batch 1: p50 "
+              f"{b['batch_1']['p50_ms']:.3f} ms, p90 {b['batch_1']['p90_ms']:.3f} ms, p99 {b['batch_1']['p99_ms']:.3f} "
+              f"ms over {b['batch_1']['calls']} texts. Tokenising one text: p50 {b['tokenize_one']['p50_ms']:.3f} ms.",
+              "", "| batch | inputs/s (median of 3 passes) |", "|---|---|"]
+    for r in b["batches"]:
+        lines.append(f"| {r['batch']} | {r['inputs_per_s']:.0f} |")
+    lines += ["", "## The server", "",
+              "| configuration | concurrency | requests | req/s | p50 ms | p90 ms | p99 ms | errors | server CPU | "
+              "wrk CPU | inputs per call | token fill |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in doc["configs"]:
+        for r in c["runs"]:
+            m = r.get("scheduler") or {}
+            ipc = f"{m['mean_inputs_per_call']:.1f}" if m.get("mean_inputs_per_call") else "-"
+            fill = f"{m['mean_fill_per_call']:.2f}" if m.get("mean_fill_per_call") else "-"
+            lines.append(f"| {c['name']} | {r['connections']} | {r['requests']} | {r['req_per_s']:.0f} | "
+                         f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+                         f"{r['server_cpu_share']:.2f} | {r['wrk_cpu_share']:.2f} | {ipc} | {fill} |")
+    lines += ["", "Server and wrk CPU are in cores (1.0 = one core busy). Inputs per call and token fill (real over "
+                  "padded tokens) are the scheduler's own metrics, since the server started."]
+    h = doc["heavy"]
+    lines += ["", "## A small request under heavy load", "",
+              f"8 connections send 256-text requests (about 3.9 KB per text) while one sends one-text requests. The "
+              f"one-text requests: {h['small']['requests']} in {h['small']['seconds']:.0f} s, p50 "
+              f"{h['small']['p50_ms']:.2f} ms, p99 {h['small']['p99_ms']:.2f} ms (unloaded p99 "
+              f"{doc['unloaded_p99_ms']:.2f} ms). The heavy ones: {h['heavy']['requests']} requests, p50 "
+              f"{h['heavy']['p50_ms']:.0f} ms, p99 {h['heavy']['p99_ms']:.0f} ms, {h['heavy']['errors']} errors."]
+    m = doc["memory"]
+    lines += ["", f"## Memory over {m['load']['seconds']:.0f} s at concurrency 32", "",
+              f"{m['load']['requests']} requests at {m['load']['req_per_s']:.0f} req/s, {m['load']['errors']} errors. "
+              f"Resident memory of the server's processes: {m['rss_samples'][0]['rss_mb']:.0f} MB at the start, "
+              f"{m['rss_at_half_mb']:.0f} MB at half time, {m['rss_end_mb']:.0f} MB at the end "
+              f"(growth over the second half {100 * m['growth_last_half']:.2f}%). Sampled every 10 s (JSON)."]
+    lines += ["", f"Default configuration: {DEFAULT}. {doc['workers_note']}"]
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--students", type=int, default=3, help="frontier students to measure besides the teacher")
-    ap.add_argument("--skip-load", action="store_true")
-    ap.add_argument("--max-requests", type=int, default=1500)
-    ap.add_argument("--max-seconds", type=float, default=30.0)
+    ap.add_argument("--seconds", type=float, default=20.0, help="each load level's duration")
+    ap.add_argument("--long-seconds", type=float, default=600.0, help="the memory run's duration")
+    ap.add_argument("--heavy-seconds", type=float, default=30.0)
     args = ap.parse_args()
-    if not (RUN / "frontier.json").is_file():
-        raise SystemExit(f"{RUN} has no frontier.json; run `make bench-search` first")
-    cfg = load_run_config(RUN)
-    doc = json.loads((RUN / "frontier.json").read_text())
-    students = _pick_students(doc, args.students)
-    variants = variant_table(cfg, students)
-    serving = None
-    if not args.skip_load:
-        from compress.data import load_text_examples
-
-        texts = [ex.texts[0] for ex in load_text_examples(cfg.data.eval, cfg.task, cfg.config_path)]
-        knee = next((s for s in students if s.get("scenario") == "knee"), students[0])
-        serving = serve_table(cfg, knee, texts, max_requests=args.max_requests, max_seconds=args.max_seconds)
-    write_results("serve-sst2", {"variants": variants, "serving": serving, "students": students},
-                  _summary(variants, serving))
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed; `apt-get install wrk` (make bench-serve does it)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    model = packaged_student()
+    texts = dev_texts(model["cfg"])
+    small = write_bodies(WORK / "small.jsonl", [{"texts": [t]} for t in texts])
+    heavy = write_bodies(WORK / "heavy.jsonl", [{"texts": heavy_texts(texts[k:] + texts[:k])} for k in (0, 300, 600)])
+    assert max(len(x.encode()) for x in heavy.read_text().splitlines()) < 1 << 20
+    bare = bare_session(model["folder"], texts)
+    configs = []
+    heavy_out = memory = unloaded = None
+    for name, workers, threads, batching in CONFIGS:
+        server = start_server(model["tag"], workers, threads, batching, WORK / f"serve-{workers}x{threads}-{int(batching)}.log")
+        try:
+            pid = server.proc.pid
+            run_wrk(server.url, small, 8, 5, pid)  # warm-up, not recorded
+            runs = []
+            for c in (1, 8, 32):
+                r = run_wrk(server.url, small, c, args.seconds, pid)
+                r["scheduler"] = scheduler_metrics(server.url)
+                runs.append(r)
+                print(f"{name} c={c}: {r['req_per_s']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+                      f"errors {r['errors']}, server cpu {r['server_cpu_share']:.2f}, wrk cpu {r['wrk_cpu_share']:.2f}",
+                      flush=True)
+            configs.append({"name": name, "workers": workers, "threads": threads, "batching": batching, "runs": runs})
+            if name == DEFAULT:
+                unloaded = runs[0]["p99_ms"]
+                heavy_out = heavy_run(server.url, small, heavy, args.heavy_seconds, pid)
+                print(f"heavy: small p99 {heavy_out['small']['p99_ms']:.2f} ms (unloaded {unloaded:.2f}), heavy p50 "
+                      f"{heavy_out['heavy']['p50_ms']:.0f} ms, errors {heavy_out['heavy']['errors']}", flush=True)
+                memory = memory_run(server.url, small, args.long_seconds, pid)
+                print(f"memory: {memory['rss_samples'][0]['rss_mb']:.0f} -> {memory['rss_end_mb']:.0f} MB, growth over "
+                      f"the second half {100 * memory['growth_last_half']:.2f}%", flush=True)
+        finally:
+            server.stop()
+    default = next(c for c in configs if c["name"] == DEFAULT)
+    at32 = {c["name"]: c["runs"][2]["req_per_s"] for c in configs if c["batching"]}
+    best = max(at32, key=at32.get)
+    workers_note = (f"At concurrency 32 with batching: " + ", ".join(f"{k} {v:.0f} req/s" for k, v in at32.items())
+                    + f"; the best here is {best}" + (" (the default)." if best == DEFAULT else
+                                                     ", not the default: consider changing COMPRESS_WORKERS' default."))
+    errors = sum(r["errors"] for c in configs for r in c["runs"]) + heavy_out["small"]["errors"] + \
+        heavy_out["heavy"]["errors"] + memory["load"]["errors"]
+    overhead = default["runs"][0]["p50_ms"] - bare["batch_1"]["p50_ms"]
+    share = default["runs"][2]["req_per_s"] / bare["best"]["inputs_per_s"]
+    goals = {
+        "overhead_p50_ms": {"value": overhead, "goal": 1.0, "met": overhead <= 1.0},
+        "throughput_share_c32": {"value": share, "goal": 0.8, "met": share >= 0.8},
+        "rss_growth_10min": {"value": memory["growth_last_half"], "goal": 0.02,
+                             "met": memory["growth_last_half"] <= 0.02},
+        "errors": {"value": errors, "goal": 0, "met": errors == 0},
+        "small_request_p99_under_heavy_ms": {"value": heavy_out["small"]["p99_ms"], "goal": 10 * unloaded,
+                                             "met": heavy_out["small"]["p99_ms"] <= 10 * unloaded},
+    }
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    version = (wrk_v.stdout + wrk_v.stderr).split()[1:2]
+    doc = {"goals": goals, "model": {k: model[k] for k in ("tag", "meta", "trial")}, "bare": bare, "configs": configs,
+           "heavy": heavy_out, "unloaded_p99_ms": unloaded, "memory": memory, "default": DEFAULT,
+           "workers_note": workers_note, "wrk_version": version[0] if version else "?",
+           "settings": {"seconds": args.seconds, "long_seconds": args.long_seconds,
+                        "heavy_seconds": args.heavy_seconds}}
+    write_results("serve", doc, summary(doc))
+    for k, v in goals.items():
+        print(f"{k}: {v['value']:.4g} (goal {v['goal']:.4g}) {'met' if v['met'] else 'NOT met'}")
 
 
 if __name__ == "__main__":

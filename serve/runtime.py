@@ -222,7 +222,7 @@ def _non_empty(field: str, value: Any) -> str:
     return value
 
 
-def load_runtime(path: str | Path, threads: int = 2) -> ModelRuntime:
+def load_runtime(path: str | Path, threads: int = 2, spinning: bool = True) -> ModelRuntime:
     """Load a packaged folder: compress.json, the tokenizer (JSON/text files) and model.onnx."""
     path = Path(path)
     meta_file = path / META_FILE
@@ -232,5 +232,5 @@ def load_runtime(path: str | Path, threads: int = 2) -> ModelRuntime:
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     if not tokenizer.is_fast:
         raise ValueError(f"the tokenizer in {path} is not a fast tokenizer; QA offsets need one")
-    session = onnx_session(path / "model.onnx", threads)
+    session = onnx_session(path / "model.onnx", threads, spinning=spinning)
     return ModelRuntime(meta, tokenizer, session, path)

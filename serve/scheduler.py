@@ -6,14 +6,19 @@ into units instead and builds each model call from the units of all waiting requ
 
 - **Units.** A request becomes one unit per input the model reads: a text (or pair), or one window of a QA
   context. Each unit carries its token length.
-- **Least-served first.** The head of each call is the waiting request that has had the fewest padded tokens run
-  so far (ties: the one that arrived first). A new one-text request is therefore the next call's head, whatever
-  else is queued: it waits for at most the call in flight. Two big requests share the model evenly.
+- **Fewest inputs left first.** The head of each call is the waiting request with the fewest units not yet run
+  (ties: the one that arrived first). A new one-text request is therefore the next call's head, whatever else is
+  queued: it waits for at most the call in flight. Among big requests the one closest to done goes first, so
+  they finish one after another instead of all late together; requests of one input each are served in arrival
+  order (ranking them by their token counts instead would starve long texts under steady load). A big request
+  behind a steady stream of small ones that fills the model waits, up to the deadline below.
 - **Length buckets.** A call takes units of the head unit's length bucket only (powers of two: up to 8, 16, 32,
-  ... tokens), one from each waiting request per pass, in least-served order, so a short text is not padded to
-  the longest input in the queue, and batching keeps its gain.
-- **Bounded calls.** A call holds at most `max_batch` units and `max_tokens` padded tokens (rows x the longest
-  row), so the wait behind a call in flight is bounded whatever was sent.
+  ... tokens), from the waiting requests in the order above, so a short text is not padded to the longest input
+  in the queue, and batching keeps its gain.
+- **Bounded calls.** A call holds at most `max_batch` units, `max_tokens` padded tokens (rows x the longest row),
+  and as many padded tokens as the model runs in `max_call_s` at the seconds per token measured on the calls so
+  far (at least one unit): a time slice, so the wait behind a call in flight is bounded whatever was sent, on
+  any model and machine.
 - **Deadline.** A request not finished within `max_wait_s` of arriving fails with `Overloaded` (the service
   answers 503 with Retry-After) and its remaining units are dropped; so does one whose client went away.
 
@@ -56,7 +61,7 @@ class _Request:
     pending: dict[int, deque[int]] = field(default_factory=dict)  # bucket -> unit indices not yet taken
     results: list[Any] = field(default_factory=list)
     left: int = 0  # units not yet answered
-    served: int = 0  # padded tokens run for this request so far
+    left_to_take: int = 0  # units not yet taken into a call
 
     def first_bucket(self) -> int:
         return min(b for b, q in self.pending.items() if q)
@@ -73,13 +78,16 @@ class FairBatcher:
     """
 
     def __init__(self, run_batch: Callable[[list[Any]], Sequence[Any]], *, max_batch: int = 32,
-                 max_tokens: int = 4096, max_wait_s: float = 10.0, cross_request: bool = True,
+                 max_tokens: int = 4096, max_call_s: float | None = 0.04, max_wait_s: float = 10.0,
+                 cross_request: bool = True,
                  on_batch: Callable[[int, int, int, float], None] | None = None) -> None:
         if max_batch < 1 or max_tokens < 1:
             raise ValueError(f"max_batch={max_batch} and max_tokens={max_tokens} must both be at least 1")
         self.run_batch = run_batch
         self.max_batch = max_batch
         self.max_tokens = max_tokens
+        self.max_call_s = max_call_s
+        self.cost_per_token: float | None = None  # seconds per padded token, a moving average over the calls
         self.max_wait_s = max_wait_s
         self.cross_request = cross_request
         self.on_batch = on_batch  # (units, real tokens, padded tokens, seconds) after each call: metrics
@@ -103,6 +111,7 @@ class FairBatcher:
         req = _Request(next(self._seq), [max(1, int(n)) for n in lengths], time.monotonic(), loop.create_future())
         req.results = [None] * len(payloads)
         req.left = len(payloads)
+        req.left_to_take = len(payloads)
         for i in sorted(range(len(payloads)), key=lambda i: req.lengths[i]):
             req.pending.setdefault(bucket_of(req.lengths[i]), deque()).append(i)
         self._payloads[req.seq] = payloads
@@ -138,32 +147,29 @@ class FairBatcher:
         """The next call's units: (request, unit index) pairs. Removes them from the queue."""
         if not self._waiting:
             return []
-        order = sorted(self._waiting.values(), key=lambda r: (r.served, r.seq))  # least served, then oldest
+        order = sorted(self._waiting.values(), key=lambda r: (r.left_to_take, r.seq))  # fewest inputs left, oldest
         head = order[0]
+        budget = self.max_tokens
+        if self.max_call_s is not None and self.cost_per_token:
+            budget = min(budget, int(self.max_call_s / self.cost_per_token))
         bucket = head.first_bucket()
         if not self.cross_request:
             order = [head]
         batch: list[tuple[_Request, int]] = []
         width = 0
-        progressed = True
-        while progressed and len(batch) < self.max_batch:
-            progressed = False
-            for r in order:  # one unit from each request per pass
-                q = r.pending.get(bucket)
-                if not q:
-                    continue
-                i = q[0]
-                w = max(width, r.lengths[i])
-                if batch and (len(batch) + 1) * w > self.max_tokens:
-                    continue
-                q.popleft()
-                batch.append((r, i))
-                width = w
-                progressed = True
-                if len(batch) >= self.max_batch:
+        for r in order:  # in priority order, as many of each request's units of the bucket as fit
+            q = r.pending.get(bucket)
+            while q and len(batch) < self.max_batch:
+                w = max(width, r.lengths[q[0]])
+                if batch and (len(batch) + 1) * w > budget:
                     break
+                batch.append((r, q.popleft()))
+                width = w
+            if len(batch) >= self.max_batch:
+                break
+        for r, _ in batch:
+            r.left_to_take -= 1
         for r in {id(r): r for r, _ in batch}.values():
-            r.served += width * sum(1 for rr, _ in batch if rr is r)
             if not r.has_pending():
                 self._waiting.pop(r.seq, None)
         return batch
@@ -188,10 +194,13 @@ class FairBatcher:
                     if not r.future.done():
                         r.future.set_exception(exc)
                 continue
+            seconds = time.perf_counter() - t0
+            padded = max(r.lengths[i] for r, i in batch) * len(batch)
+            per_token = seconds / padded
+            self.cost_per_token = per_token if self.cost_per_token is None else \
+                0.8 * self.cost_per_token + 0.2 * per_token
             if self.on_batch is not None:
-                width = max(r.lengths[i] for r, i in batch)
-                self.on_batch(len(batch), sum(r.lengths[i] for r, i in batch), width * len(batch),
-                              time.perf_counter() - t0)
+                self.on_batch(len(batch), sum(r.lengths[i] for r, i in batch), padded, seconds)
             for (r, i), out in zip(batch, outputs):
                 if r.future.done():  # timed out or cancelled meanwhile
                     continue

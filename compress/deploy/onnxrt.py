@@ -94,12 +94,15 @@ def check_provider(provider: str, where: str = "search.latency.provider") -> lis
 
 
 def onnx_session(onnx_path: str | Path, threads: int = 2, graph_optimization: str = "all",
-                 pool_cpus: Sequence[int] | None = None, provider: str = "cpu") -> ort.InferenceSession:
+                 pool_cpus: Sequence[int] | None = None, provider: str = "cpu",
+                 spinning: bool = True) -> ort.InferenceSession:
     """A session with `threads` intra-op threads, one operator at a time (BERT's graph is a chain), on the CPU or,
     with provider "cuda" (onnxruntime-gpu), on a GPU.
 
     `pool_cpus` pins the session's threads - 1 pool threads, one core each (0-based ids, as os.sched_* use);
-    ONNX Runtime never pins the calling thread, which `pinned_thread` does.
+    ONNX Runtime never pins the calling thread, which `pinned_thread` does. `spinning=False` stops the intra-op
+    threads from busy-waiting for the next operator (they sleep instead): slower back to back, but a server's
+    event loop then gets the cores between calls.
     """
     providers = check_provider(provider)
     if graph_optimization not in GRAPH_OPTIMIZATION:
@@ -111,6 +114,8 @@ def onnx_session(onnx_path: str | Path, threads: int = 2, graph_optimization: st
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if pool_cpus is not None:
         if len(pool_cpus) != threads - 1:
             raise ValueError(f"pool_cpus={list(pool_cpus)}: a session with {threads} threads has {threads - 1} pool "

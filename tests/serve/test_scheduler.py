@@ -93,19 +93,44 @@ def test_a_small_request_waits_for_at_most_the_call_in_flight():
     assert done["small"] < min(v for k, v in done.items() if k != "small")
 
 
-def test_two_big_requests_share_the_model_evenly():
+def test_big_requests_finish_one_after_another_and_single_texts_in_arrival_order():
+    """The one closest to done goes first (not all late together); one-text requests keep their order whatever
+    their lengths (ranking them by tokens would starve long texts under steady load)."""
     model = Model()
-    b = FairBatcher(model, max_batch=4)
+    b = FairBatcher(model, max_batch=4, max_call_s=None)
 
     async def main():
-        await asyncio.gather(b.submit(*units("a", [20] * 40)), b.submit(*units("b", [20] * 40)))
+        first = asyncio.create_task(b.submit(*units("a", [20] * 40)))
+        await asyncio.sleep(0)
+        await asyncio.gather(first, b.submit(*units("b", [20] * 40)))
 
     run(main())
-    served = {"a": 0, "b": 0}
-    for call in model.calls[:10]:
-        for name, _, _ in call:
-            served[name] += 1
-    assert abs(served["a"] - served["b"]) <= 4
+    assert [p[0] for call in model.calls for p in call] == ["a"] * 40 + ["b"] * 40
+
+    model = Model()
+    b = FairBatcher(model, max_batch=1)
+
+    async def singles():
+        await asyncio.gather(*(b.submit(*units(f"r{k}", [60 - 5 * k])) for k in range(10)))
+
+    run(singles())
+    assert [c[0][0] for c in model.calls] == [f"r{k}" for k in range(10)]
+
+
+def test_a_call_is_a_time_slice_at_the_measured_speed():
+    """After the first call the scheduler knows the seconds per token; calls then hold what fits in max_call_s."""
+    class Slow(Model):
+        def __call__(self, payloads):
+            self.calls.append(list(payloads))
+            time.sleep(0.0002 * len(payloads) * max(p[2] for p in payloads))  # 0.2 ms per padded token
+            return list(payloads)
+
+    model = Slow()
+    b = FairBatcher(model, max_batch=64, max_tokens=100000, max_call_s=0.02)
+    run(b.submit(*units("a", [10] * 200)))
+    assert len(model.calls[0]) == 64  # nothing measured yet: the hard bounds
+    assert b.cost_per_token == pytest.approx(0.0002, rel=0.5)
+    assert all(len(c) * 10 <= 0.02 / 0.0002 * 1.6 for c in model.calls[2:])  # about 100 tokens a call
 
 
 def test_without_cross_request_batching_a_call_holds_one_request():
