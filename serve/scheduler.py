@@ -16,8 +16,8 @@ into units instead and builds each model call from the units of all waiting requ
   ... tokens), from the waiting requests in the order above, so a short text is not padded to the longest input
   in the queue, and batching keeps its gain.
 - **Bounded calls.** A call holds at most `max_batch` units, `max_tokens` padded tokens (rows x the longest row),
-  and as many padded tokens as the model runs in `max_call_s` at the seconds per token measured on the calls so
-  far (at least one unit): a time slice, so the wait behind a call in flight is bounded whatever was sent, on
+  and as many padded tokens as the model runs in `max_call_s` by a line fitted to the earlier calls' seconds
+  against their padded tokens (`CallCost`; at least one unit): a time slice, so the wait behind a call in flight is bounded whatever was sent, on
   any model and machine.
 - **Deadline.** A request not finished within `max_wait_s` of arriving fails with `Overloaded` (the service
   answers 503 with Retry-After) and its remaining units are dropped; so does one whose client went away.
@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-__all__ = ["FairBatcher", "Overloaded", "bucket_of"]
+__all__ = ["CallCost", "FairBatcher", "Overloaded", "bucket_of"]
 
 
 class Overloaded(RuntimeError):
@@ -70,6 +70,41 @@ class _Request:
         return any(self.pending.values())
 
 
+class CallCost:
+    """A model call's seconds against its padded tokens: a least-squares line, fixed + per_token x tokens, over
+    the recent calls (older ones fade by `decay` per call). Until sizes vary enough to fit a slope, all the time
+    is put on the tokens (the conservative side: calls come out smaller, never longer than the slice)."""
+
+    def __init__(self, decay: float = 0.95) -> None:
+        self.decay = decay
+        self.n = self.x = self.y = self.xx = self.xy = 0.0
+
+    def add(self, tokens: int, seconds: float) -> None:
+        d = self.decay
+        self.n, self.x, self.y = d * self.n + 1, d * self.x + tokens, d * self.y + seconds
+        self.xx, self.xy = d * self.xx + tokens * tokens, d * self.xy + tokens * seconds
+
+    def line(self) -> tuple[float, float] | None:
+        """(fixed seconds, seconds per token), or None before the first call."""
+        if self.n == 0:
+            return None
+        mx, my = self.x / self.n, self.y / self.n
+        var = self.xx / self.n - mx * mx
+        if var > 0.01 * mx * mx:  # sizes spread by more than a tenth of their mean
+            slope = (self.xy / self.n - mx * my) / var
+            if slope > 0:
+                return max(0.0, my - slope * mx), slope
+        return 0.0, my / mx
+
+    def tokens_within(self, seconds: float) -> int | None:
+        """The padded tokens a call can hold and end within `seconds` (None before the first call)."""
+        fit = self.line()
+        if fit is None:
+            return None
+        fixed, per_token = fit
+        return max(1, int((seconds - fixed) / per_token)) if per_token > 0 else None
+
+
 class FairBatcher:
     """Fair, length-bucketed batching of units from concurrent requests into model calls.
 
@@ -78,7 +113,7 @@ class FairBatcher:
     """
 
     def __init__(self, run_batch: Callable[[list[Any]], Sequence[Any]], *, max_batch: int = 32,
-                 max_tokens: int = 4096, max_call_s: float | None = 0.04, max_wait_s: float = 10.0,
+                 max_tokens: int = 4096, max_call_s: float | None = 0.02, max_wait_s: float = 10.0,
                  cross_request: bool = True,
                  on_batch: Callable[[int, int, int, float], None] | None = None) -> None:
         if max_batch < 1 or max_tokens < 1:
@@ -87,7 +122,7 @@ class FairBatcher:
         self.max_batch = max_batch
         self.max_tokens = max_tokens
         self.max_call_s = max_call_s
-        self.cost_per_token: float | None = None  # seconds per padded token, a moving average over the calls
+        self.cost = CallCost()  # seconds per call against its padded tokens, fitted on the calls so far
         self.max_wait_s = max_wait_s
         self.cross_request = cross_request
         self.on_batch = on_batch  # (units, real tokens, padded tokens, seconds) after each call: metrics
@@ -150,8 +185,8 @@ class FairBatcher:
         order = sorted(self._waiting.values(), key=lambda r: (r.left_to_take, r.seq))  # fewest inputs left, oldest
         head = order[0]
         budget = self.max_tokens
-        if self.max_call_s is not None and self.cost_per_token:
-            budget = min(budget, int(self.max_call_s / self.cost_per_token))
+        if self.max_call_s is not None and (fits := self.cost.tokens_within(self.max_call_s)) is not None:
+            budget = min(budget, fits)
         bucket = head.first_bucket()
         if not self.cross_request:
             order = [head]
@@ -196,9 +231,7 @@ class FairBatcher:
                 continue
             seconds = time.perf_counter() - t0
             padded = max(r.lengths[i] for r, i in batch) * len(batch)
-            per_token = seconds / padded
-            self.cost_per_token = per_token if self.cost_per_token is None else \
-                0.8 * self.cost_per_token + 0.2 * per_token
+            self.cost.add(padded, seconds)
             if self.on_batch is not None:
                 self.on_batch(len(batch), sum(r.lengths[i] for r, i in batch), padded, seconds)
             for (r, i), out in zip(batch, outputs):

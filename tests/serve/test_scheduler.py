@@ -129,7 +129,7 @@ def test_a_call_is_a_time_slice_at_the_measured_speed():
     b = FairBatcher(model, max_batch=64, max_tokens=100000, max_call_s=0.02)
     run(b.submit(*units("a", [10] * 200)))
     assert len(model.calls[0]) == 64  # nothing measured yet: the hard bounds
-    assert b.cost_per_token == pytest.approx(0.0002, rel=0.5)
+    assert b.cost.line()[1] == pytest.approx(0.0002, rel=0.5)
     assert all(len(c) * 10 <= 0.02 / 0.0002 * 1.6 for c in model.calls[2:])  # about 100 tokens a call
 
 
@@ -224,3 +224,18 @@ def test_settings_the_service_cannot_start_with_are_refused_without_a_traceback(
     out = subprocess.run([sys.executable, "-c", "import serve.service"], cwd=ROOT, env=full, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 1 and words in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_the_call_cost_line_separates_the_fixed_cost_from_the_tokens():
+    """A model with 5 ms per call plus 0.1 ms per token: the slice then holds (40 - 5) / 0.1 tokens, not 40 / 0.15."""
+    from serve.scheduler import CallCost
+
+    cost = CallCost()
+    assert cost.tokens_within(0.04) is None
+    cost.add(100, 0.005 + 0.0001 * 100)
+    assert cost.tokens_within(0.04) == int(0.04 / 0.00015)  # one size seen: all the time on the tokens
+    for tokens in (20, 300, 50, 1000, 8, 640):
+        cost.add(tokens, 0.005 + 0.0001 * tokens)
+    fixed, per_token = cost.line()
+    assert fixed == pytest.approx(0.005, rel=1e-3) and per_token == pytest.approx(0.0001, rel=1e-3)
+    assert cost.tokens_within(0.04) == pytest.approx(350, abs=1)
