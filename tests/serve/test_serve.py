@@ -187,6 +187,28 @@ def test_answer_equals_offline_predictions_with_sliding_windows(packaged, server
         assert got["threshold"] == pytest.approx(thr)
 
 
+def test_concurrent_questions_share_calls_and_get_their_own_answers(packaged, servers):
+    """One question per request, eight at a time: each answer is still its own evaluated prediction, every window
+    ran once, and a request's windows share calls (whether two requests meet in one call depends on timing here;
+    tests/serve/test_scheduler.py checks that they do)."""
+    data, _, preds = _offline(packaged["qa"])
+    thr = packaged["qa"]["meta"]["na_threshold"]
+    s = servers["qa"]
+    before = _metrics(s)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda ex: s.post("/answer", {"items": [{"question": ex.question,
+                                                                           "context": ex.context}]}),
+                                data.eval.examples * 3))
+    assert all(status == 200 for status, _ in results)
+    assert [body[0]["answer"] for _, body in results] == [p.answer(thr) for p in preds] * 3
+    after = _metrics(s)
+    calls, windows = [_sample(after, "compress_batch_items", f"compress_batch_items_{k}", endpoint="/answer")
+                      - _sample(before, "compress_batch_items", f"compress_batch_items_{k}", endpoint="/answer")
+                      for k in ("count", "sum")]
+    assert windows == 3 * len(data.eval)  # every window of every request ran once
+    assert calls <= len(results) < windows  # two windows per question, never a call per window
+
+
 def test_concurrent_requests_get_their_own_answers(packaged, servers):
     data, _, preds = _offline(packaged["classification"])
     texts = [ex.texts[0] for ex in data.eval.examples]
