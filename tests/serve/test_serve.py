@@ -188,9 +188,9 @@ def test_answer_equals_offline_predictions_with_sliding_windows(packaged, server
 
 
 def test_concurrent_questions_share_calls_and_get_their_own_answers(packaged, servers):
-    """One question per request, eight at a time: each answer is still its own evaluated prediction, every window
-    ran once, and a request's windows share calls (whether two requests meet in one call depends on timing here;
-    tests/serve/test_scheduler.py checks that they do)."""
+    """One question per request, eight at a time: each answer is still its own evaluated prediction and every
+    window ran once (which requests meet in one call depends on timing and length buckets here;
+    tests/serve/test_scheduler.py checks the batching itself)."""
     data, _, preds = _offline(packaged["qa"])
     thr = packaged["qa"]["meta"]["na_threshold"]
     s = servers["qa"]
@@ -202,11 +202,9 @@ def test_concurrent_questions_share_calls_and_get_their_own_answers(packaged, se
     assert all(status == 200 for status, _ in results)
     assert [body[0]["answer"] for _, body in results] == [p.answer(thr) for p in preds] * 3
     after = _metrics(s)
-    calls, windows = [_sample(after, "compress_batch_items", f"compress_batch_items_{k}", endpoint="/answer")
-                      - _sample(before, "compress_batch_items", f"compress_batch_items_{k}", endpoint="/answer")
-                      for k in ("count", "sum")]
-    assert windows == 3 * len(data.eval)  # every window of every request ran once
-    assert calls <= len(results) < windows  # two windows per question, never a call per window
+    windows = _sample(after, "compress_batch_items", "compress_batch_items_sum", endpoint="/answer") - \
+        _sample(before, "compress_batch_items", "compress_batch_items_sum", endpoint="/answer")
+    assert windows == 3 * len(data.eval) > len(results)  # every window of every request ran once
 
 
 def test_concurrent_requests_get_their_own_answers(packaged, servers):
