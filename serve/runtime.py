@@ -109,8 +109,8 @@ class ModelRuntime:
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         return [{k: np.asarray(enc[k][i], dtype=np.int64) for k in keys} for i in range(len(inputs))]
 
-    def run_units(self, units: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """One model call on units padded to the longest of them; each unit's outputs, trimmed to its length."""
+    def pad(self, units: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Units as one batch of model inputs, padded to the longest of them."""
         width = max(len(u["input_ids"]) for u in units)
         pad_id = self.tokenizer.pad_token_id or 0
         arrays = {}
@@ -122,7 +122,11 @@ class ModelRuntime:
                 :, None]).astype(np.int64)
         if "token_type_ids" not in arrays:
             arrays["token_type_ids"] = np.zeros_like(arrays["input_ids"])
-        out = self._run(arrays)
+        return arrays
+
+    def run_units(self, units: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """One model call on units padded to the longest of them; each unit's outputs, trimmed to its length."""
+        out = self._run(self.pad(units))
         if self.is_qa:
             return [{"start_logits": out["start_logits"][j, :len(u["input_ids"])],
                      "end_logits": out["end_logits"][j, :len(u["input_ids"])]} for j, u in enumerate(units)]
