@@ -243,6 +243,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # fp16 needs a GPU; bf16 runs on recent GPUs and CPUs
     dataloader_workers: int = 0  # processes assembling batches (0: in the training process)
+    # Batches of rows of similar length (Hugging Face's group_by_length): less padding, so faster when lengths vary
+    # (QA windows, long texts); changes the order of the rows, so the result differs from the random order's.
+    group_by_length: bool = False
     checkpoint_every: int = 0  # steps between resumable checkpoints (model, optimiser, schedule, RNG); 0: none
 
     def __post_init__(self) -> None:

@@ -8,7 +8,8 @@ while several workers' steps overlap without a gap, because it first closes a ga
     with training_step(lock_dir): loss.backward(); optimizer.step()
     with measuring(lock_dir) as hold: result = measure_paired(...)   # hold.waited_s: time spent waiting
 
-Locks are `fcntl.flock` files in lock_dir (see `lock_dir_for`: RUN/.locks/<host>/); lock_dir None is a no-op.
+Locks are `fcntl.flock` files in lock_dir (see `lock_dir_for`: RUN/.locks/<host>/, or $COMPRESS_LOCK_DIR/<host>/);
+lock_dir None is a no-op.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 __all__ = ["Hold", "lock_dir_for", "measuring", "training_step"]
 
 MAIN = "measure.lock"  # shared by training steps, exclusive for a measurement
+LOCK_ENV = "COMPRESS_LOCK_DIR"  # one lock folder for every job on the machine (see lock_dir_for)
 GATE = "gate.lock"  # exclusive for a measurement from before it waits; steps pass through it shared
 
 _held = threading.local()  # this thread's training-step depth, to catch nesting that would deadlock
@@ -41,8 +43,13 @@ class Hold:
 
 
 def lock_dir_for(run_dir: str | Path) -> Path:
-    """RUN/.locks/<host>/: one lock per machine, so workers on other machines sharing the run folder do not wait."""
-    return Path(run_dir) / ".locks" / socket.gethostname()
+    """RUN/.locks/<host>/: one lock per machine, so workers on other machines sharing the run folder do not wait.
+
+    With COMPRESS_LOCK_DIR set, $COMPRESS_LOCK_DIR/<host>/ instead: every job given the same folder shares one
+    lock, so a teacher fine-tuning or a study in another run folder on this machine pauses too while a latency is
+    measured (without it, jobs of different run folders do not see each other)."""
+    shared = os.environ.get(LOCK_ENV, "").strip()
+    return (Path(shared).expanduser() if shared else Path(run_dir) / ".locks") / socket.gethostname()
 
 
 def _open(lock_dir: Path, name: str) -> int:

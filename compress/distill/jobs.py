@@ -20,6 +20,7 @@ from torch import nn
 from ..artifacts import config_hash, write_json
 from ..config import DistillConfig, JobConfig, to_dict
 from ..data.features import TaskData, prepare_task_data
+from ..deploy.measure_lock import lock_dir_for
 from ..env import environment
 from ..model.inference import evaluate_model
 from ..model.student import StudentSpec, build_student, model_param_count, param_count, teacher_layers
@@ -108,8 +109,10 @@ def finetune_teacher(cfg: JobConfig, force: bool = False, progress: bool = True)
     if data.task.type != "qa":
         model.config.id2label = data.id2label
         model.config.label2id = {v: k for k, v in data.id2label.items()}
+    # Its steps hold the machine's measurement lock, as a search's do: a latency measured meanwhile by a study
+    # sharing the lock (same run folder, or COMPRESS_LOCK_DIR) does not see the teacher training.
     result = train(model, data, cfg.teacher.train, curves_path=out / "curves.jsonl", desc="teacher", progress=progress,
-                   checkpoint_dir=cfg.run_dir / "checkpoints" / "teacher")
+                   checkpoint_dir=cfg.run_dir / "checkpoints" / "teacher", lock_dir=lock_dir_for(cfg.run_dir))
     extra = {
         "base_model": base, "params": param_count(model.config, _head(data.task.type), data.num_labels),
         "train_rows": len(data.train.examples), "train_features": len(data.train),

@@ -86,16 +86,33 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, n // batch_size)
 
 
-def step_rows(n: int, batch_size: int, seed: int, first: int, last: int) -> Iterator[np.ndarray]:
+def step_rows(n: int, batch_size: int, seed: int, first: int, last: int,
+              lengths: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """The sorted row indices of steps first..last (1-based): one permutation of the n rows per epoch, drawn in
-    order from numpy's default_rng(seed), full batches only. The same for every process, device and resume."""
+    order from numpy's default_rng(seed), full batches only. The same for every process, device and resume.
+
+    `lengths` (each row's real token count; `train.group_by_length`): each epoch's order is instead Hugging Face's
+    length-grouped one (transformers' get_length_grouped_indices, as the Trainer's group_by_length: a random
+    permutation cut into mega-batches of 50 batches, each sorted by length), drawn from a torch generator seeded by
+    (seed, epoch), so batches hold rows of similar length and dynamic padding pads little. Still a pure function of
+    its arguments, so a resumed run gets the same batches."""
     per_epoch = steps_per_epoch(n, batch_size)
     rng = np.random.default_rng(seed)
-    epoch, order = 0, rng.permutation(n)
+
+    def order_of(epoch: int) -> np.ndarray:
+        if lengths is None:
+            return rng.permutation(n)
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
+        return np.asarray(get_length_grouped_indices(lengths.tolist(), batch_size, generator=gen), dtype=np.int64)
+
+    epoch, order = 0, order_of(0)
     for step in range(1, last + 1):
         e = (step - 1) // per_epoch
         while epoch < e:
-            epoch, order = epoch + 1, rng.permutation(n)
+            epoch += 1
+            order = order_of(epoch)
         if step >= first:
             pos = (step - 1 - e * per_epoch) * batch_size
             yield np.sort(order[pos:pos + batch_size])
@@ -104,11 +121,13 @@ def step_rows(n: int, batch_size: int, seed: int, first: int, last: int) -> Iter
 class StepBatches(Sampler):
     """A batch sampler over `step_rows`: one batch of row indices per optimisation step from `first` to `last`."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, first: int, last: int) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, first: int, last: int,
+                 lengths: np.ndarray | None = None) -> None:
         self.n, self.batch_size, self.seed, self.first, self.last = n, batch_size, seed, first, last
+        self.lengths = lengths
 
     def __iter__(self) -> Iterator[list[int]]:
-        for rows in step_rows(self.n, self.batch_size, self.seed, self.first, self.last):
+        for rows in step_rows(self.n, self.batch_size, self.seed, self.first, self.last, self.lengths):
             yield rows.tolist()
 
     def __len__(self) -> int:
@@ -238,6 +257,8 @@ def _fingerprint(model: nn.Module, data: TaskData, cfg: TrainConfig, kd: Distill
     # Where it runs and how batches are assembled do not change the optimisation: a run started on the CPU may go
     # on on a GPU, or with loader workers.
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("device", "dataloader_workers", "checkpoint_every")}
+    if not settings["group_by_length"]:  # added later: checkpoints made before it (random order) still resume
+        del settings["group_by_length"]
     blob = json.dumps({"format": CHECKPOINT_FORMAT, "shapes": shapes, "train_key": data.train.key,
                        "rows": len(data.train), "train": settings,
                        "kd": None if kd is None else asdict(kd)}, sort_keys=True, default=str)
@@ -358,7 +379,8 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
     )
-    loader = DataLoader(_Rows(n), batch_sampler=StepBatches(n, cfg.batch_size, cfg.seed, start, total),
+    lengths = data.train.arrays["attention_mask"].sum(axis=1) if cfg.group_by_length else None
+    loader = DataLoader(_Rows(n), batch_sampler=StepBatches(n, cfg.batch_size, cfg.seed, start, total, lengths),
                         collate_fn=_Collate(data.train), num_workers=cfg.dataloader_workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     if projection is not None:

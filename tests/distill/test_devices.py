@@ -61,6 +61,52 @@ def test_step_rows_is_the_old_order_and_resumes_anywhere(n, batch_size):
     assert len(StepBatches(n, batch_size, 7, 23, 40)) == 18
 
 
+def test_length_grouped_rows_pad_less_cover_each_epoch_and_resume_anywhere():
+    rng = np.random.default_rng(0)
+    n, batch_size = 1000, 8
+    lengths = rng.integers(10, 380, size=n)
+    grouped = list(step_rows(n, batch_size, 7, 1, 250, lengths))
+    plain = list(step_rows(n, batch_size, 7, 1, 250))
+    per_epoch = n // batch_size
+    for e in (0, 1):  # each epoch: full batches of distinct rows, a different order each epoch
+        rows = np.concatenate(grouped[e * per_epoch:(e + 1) * per_epoch])
+        assert len(rows) == len(set(rows.tolist())) == per_epoch * batch_size
+    assert not np.array_equal(grouped[0], grouped[per_epoch])
+
+    def padded(batches):  # tokens a dynamically padded batch holds: its longest row, times the rows
+        return sum(int(lengths[b].max()) * len(b) for b in batches)
+
+    assert padded(grouped) < 0.7 * padded(plain)  # the point of it (random batches of 8 pad to ~340 tokens)
+    tail = list(step_rows(n, batch_size, 7, 140, 250, lengths))  # a resume in the second epoch
+    assert all(np.array_equal(a, b) for a, b in zip(grouped[139:], tail)) and len(tail) == 111
+    assert [list(b) for b in StepBatches(n, batch_size, 7, 140, 250, lengths)] == [b.tolist() for b in tail]
+    other = list(step_rows(n, batch_size, 8, 1, 10, lengths))
+    assert not all(np.array_equal(a, b) for a, b in zip(grouped, other))
+
+
+def test_group_by_length_trains_and_resumes(tmp_path, tokenizer):
+    from compress.distill.loop import _fingerprint
+
+    cfg, data = _tiny_data(tmp_path, tokenizer, checkpoint_every=4, device="cpu", group_by_length=True)
+    tc = cfg.teacher.train
+    whole = train(_model(), data, tc, progress=False)
+    ckpt = tmp_path / "ckpt"
+
+    def kill_after_step_6(step, total, metrics):
+        if step == 6:
+            raise Killed("the worker was killed")
+
+    with pytest.raises(Killed):
+        train(_model(), data, tc, on_eval=kill_after_step_6, checkpoint_dir=ckpt, progress=False)
+    resumed = train(_model(seed=5), data, tc, checkpoint_dir=ckpt, progress=False)
+    assert resumed.resumed_from == 4
+    assert [_close(a["loss"], b["loss"], 1e-5) for a, b in zip(resumed.curve, whole.curve)] == [True] * 3
+    # The order is part of what a checkpoint must match.
+    off = dataclasses.replace(tc, group_by_length=False)
+    model = _model()
+    assert _fingerprint(model, data, tc, None) != _fingerprint(model, data, off, None)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without a GPU")
 def test_unavailable_device_and_precision_fail_with_a_clear_message(tmp_path):
     with pytest.raises(DeviceError, match=r"train.device: cuda, but torch .* sees no CUDA GPU .*device: auto"):

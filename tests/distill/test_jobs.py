@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import socket
 import subprocess
 import sys
 import threading
@@ -240,3 +241,43 @@ def test_training_steps_take_the_measurement_lock(tmp_path, tiny_base, monkeypat
     after.start()
     after.join(5)
     assert waited and waited[0] < 1.0  # training released the lock: a measurement gets it at once
+
+
+def test_a_teacher_in_another_run_folder_waits_for_a_measurement_under_one_machine_lock(tmp_path, tiny_base,
+                                                                                       monkeypatch):
+    """COMPRESS_LOCK_DIR: one lock for every job on the machine; teacher fine-tuning takes it as the search does."""
+    import compress.distill.loop as loop
+    from compress.deploy.measure_lock import lock_dir_for, measuring
+
+    monkeypatch.setenv("COMPRESS_LOCK_DIR", str(tmp_path / "machine"))
+    task, train, dev, _ = _task_case("classification", tmp_path)
+    cfg = from_mapping(job_config(tmp_path / "teacher-job", task, train, dev, tiny_base))
+    other_run = tmp_path / "some-study"  # a study elsewhere measuring a latency
+    assert lock_dir_for(other_run) == lock_dir_for(cfg.run_dir) == tmp_path / "machine" / socket.gethostname()
+    steps = []
+    real = loop.training_step
+
+    @contextlib.contextmanager
+    def spy(lock_dir):
+        with real(lock_dir) as hold:
+            steps.append((time.perf_counter(), hold.waited_s, lock_dir))
+            yield hold
+
+    monkeypatch.setattr(loop, "training_step", spy)
+    held, released = threading.Event(), []
+
+    def measurer():
+        with measuring(lock_dir_for(other_run)):
+            held.set()
+            time.sleep(3.0)  # longer than the teacher's data preparation before its first step
+            released.append(time.perf_counter())
+
+    th = threading.Thread(target=measurer)
+    th.start()
+    assert held.wait(10)
+    finetune_teacher(cfg, progress=False)
+    th.join(10)
+    assert steps and all(d == lock_dir_for(other_run) for _, _, d in steps)
+    assert steps[0][0] >= released[0] and steps[0][1] > 0  # the teacher's first step waited for it
+    monkeypatch.delenv("COMPRESS_LOCK_DIR")
+    assert lock_dir_for(other_run) == other_run / ".locks" / socket.gethostname()
