@@ -28,23 +28,31 @@ def output_names(task_type: str) -> tuple[str, ...]:
 
 
 def _predict(run, split: Split, batch_size: int, task_type: str, progress: bool, desc: str) -> dict[str, np.ndarray]:
-    """Outputs of `run(batch) -> {name: array}` for every row of the split, in order, batch by batch.
-    QA logits are padded back to the split's full length (batches are trimmed to their longest row)."""
+    """Outputs of `run(batch) -> {name: array}` for every row of the split, in the split's order.
+
+    Batches are built from rows of similar length (sorted by length, longest first, so a batch too large for the
+    device fails at once) and trimmed to their longest row: a batch pads little, where rows taken in order pad to
+    the longest of a mixed bunch (QA windows of 100 to 384 tokens: about half the work). The outputs go back to
+    their rows' places; QA logits are padded back to the split's full length."""
     names = output_names(task_type)
     n = len(split)
     full_len = split.arrays["input_ids"].shape[1]
-    out: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    order = np.argsort(-split.arrays["attention_mask"].sum(axis=1), kind="stable")
+    out: dict[str, np.ndarray] = {}
     starts = range(0, n, batch_size)
     if progress:
         starts = tqdm(starts, desc=desc, unit="batch", leave=False)
     for start in starts:
-        got = run(split.batch(np.arange(start, min(start + batch_size, n)), labels=False))
+        rows = order[start:start + batch_size]
+        got = run(split.batch(rows, labels=False))
         for k in names:
             v = np.asarray(got[k], dtype=np.float32)
             if task_type == "qa" and v.shape[1] < full_len:  # undo dynamic padding
                 v = np.pad(v, ((0, 0), (0, full_len - v.shape[1])), constant_values=-1e4)
-            out[k].append(v)
-    return {k: np.concatenate(v) for k, v in out.items()}
+            if k not in out:
+                out[k] = np.empty((n, *v.shape[1:]), dtype=np.float32)
+            out[k][rows] = v
+    return {k: out.get(k, np.empty((0,), dtype=np.float32)) for k in names}
 
 
 @torch.no_grad()
