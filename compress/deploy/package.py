@@ -23,7 +23,7 @@ from ..model.teacher import load_tokenizer
 from ..search.pareto import study_records
 from ..search.heldout import CACHE_NAME, cached_score, heldout_block
 from ..search.objectives import latency
-from ..search.results import write_outputs
+from ..search.results import promoted_record, write_outputs
 from ..search.scenarios import pick
 from ..search.storage import open_study
 from .model_card import write_model_card
@@ -54,6 +54,12 @@ def resolve_trial(cfg: JobConfig, trial: int | None = None, scenario: str | None
             raise PackageError(f"trial {trial} is not in study {study.study_name!r}; `compress status "
                                f"{cfg.run_dir}` lists the trials")
         rec = found[0]
+        # After `compress promote`, a promoted trial is its retrained model (RUN/promoted/<n>/): the one the frontier
+        # and the report show, not the search's low-budget one.
+        promo = study.user_attrs.get("promotion") or {}
+        point = next((q for q in promo.get("points") or [] if q["trial"] == trial), None)
+        if point is not None:
+            rec = promoted_record(rec, point, study.user_attrs.get("objectives") or [])
     if rec["state"] not in ("complete", "stopped") or not rec.get("dir"):
         raise PackageError(f"trial {rec['number']} is {rec['state']} ({rec.get('reason') or 'no result'}); "
                            "pick a completed trial")
@@ -115,6 +121,7 @@ def package(cfg: JobConfig, trial: int | None = None, scenario: str | None = Non
         "latency_ms": row["latency_ms"], "latency_p90_ms": row["latency_p90_ms"],
         "latency_method": row["latency_method"], "variant_method": row["method"],
         "spec": rec.get("spec"), "packaged": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "promoted": bool(rec.get("promoted")), "train_rows": rec.get("train_rows"), "source_dir": rec.get("dir"),
     }
     deployed_same = Path(rec.get("onnx") or "").resolve() == (Path(row["dir"]) / "model.onnx").resolve()
     if rec.get("latency_source") == "confirmed" and deployed_same:

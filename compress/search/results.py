@@ -21,7 +21,7 @@ from .heldout import CACHE_NAME, heldout_block, read_heldout
 from .objectives import MEASURES, objective_directions
 from .storage import open_study, storage_url
 
-__all__ = ["frontier_document", "study_summary", "teacher_record", "write_outputs"]
+__all__ = ["frontier_document", "promoted_record", "study_summary", "teacher_record", "write_outputs"]
 
 
 def _test_figures(cfg: JobConfig) -> tuple[dict[str, Any] | None, Any]:

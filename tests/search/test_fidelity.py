@@ -209,6 +209,15 @@ def test_promotion_retrains_the_frontier_on_all_rows_and_resumes(mf_study, capsy
 
     picked = resolve_trial(cfg, scenario="knee")
     assert "/promoted/" in picked["dir"] and Path(picked["dir"], "onnx", "model.onnx").is_file()
+    # By number too: a promoted trial is its retrained model (what the frontier shows), not the search's.
+    for p in doc["points"]:
+        by_number = resolve_trial(cfg, trial=p["trial"])
+        assert by_number["dir"] == p["dir"] and by_number["onnx"] == p["onnx"] and by_number["promoted"]
+        assert by_number["train_rows"] == 48 and by_number["value"] == p["value"]
+    others = [t.number for t in study.get_trials() if t.number not in {q["trial"] for q in doc["points"]}
+              and t.user_attrs.get("dir") and Path(t.user_attrs["dir"], "onnx", "model.onnx").is_file()]
+    if others:
+        assert "/promoted/" not in resolve_trial(cfg, trial=others[0])["dir"]
     # A rerun (after a kill, say) reuses every point already trained: only the timing is done again.
     done = {p["trial"]: (Path(p["dir"]) / "result.json").stat().st_mtime_ns for p in doc["points"]}
     again = promote_frontier(cfg, top=2, progress=False)
