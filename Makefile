@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-variants bench-agora bench-fptas bench-latency bench-scale bench-students clean
+.PHONY: demo test bench bench-distill bench-squad bench-search bench-serve bench-variants bench-agora bench-fptas bench-latency bench-scale bench-students bench-qa clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)  # two pytest workers, one test file each (module fixtures stay in one process): 13 min, not 17.5
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-bench: bench-distill bench-squad bench-search bench-serve bench-variants bench-agora bench-fptas bench-latency bench-scale bench-students
+bench: bench-distill bench-squad bench-search bench-serve bench-variants bench-agora bench-fptas bench-latency bench-scale bench-students bench-qa
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/bench_distill.py
@@ -50,6 +50,9 @@ bench-scale: $(STAMP)  # hours: resumable stage by stage (state in .cache/bench-
 
 bench-students: $(STAMP)  # hours, resumable (.cache/bench-students/); uses bench-scale's teacher once it is trained
 	$(BIN)/python benchmarks/bench_students.py
+
+bench-qa: $(STAMP)  # many hours on CPU (the teacher alone ~11 h), resumable stage by stage (.cache/bench-qa/)
+	$(BIN)/python benchmarks/bench_qa.py
 
 clean:
 	rm -rf $(VENV) runs .cache
