@@ -190,16 +190,10 @@ def test_teacher_outputs_are_computed_once_and_cached(tmp_path, tiny_base, monke
     assert first.outputs["logits"].shape == (48, 2)
 
 
-def test_training_steps_take_the_measurement_lock(tmp_path, tiny_base, monkeypatch):
-    """With a lock dir every step holds the lock: a measurement holding it first makes training wait, and a
-    measurement after training is not blocked. Without one (plain `compress distill`) no lock is taken."""
+def _spy_on_training_steps(monkeypatch) -> list[tuple[float, float, object]]:
+    """(time, seconds waited, lock_dir) of every training step from now on, as the loop takes the lock."""
     import compress.distill.loop as loop
-    from compress.deploy.measure_lock import lock_dir_for, measuring
 
-    task, train, dev, _ = _task_case("classification", tmp_path)
-    cfg = from_mapping(job_config(tmp_path, task, train, dev, tiny_base))
-    finetune_teacher(cfg, progress=False)
-    ctx = load_context(cfg, progress=False)
     steps = []
     real = loop.training_step
 
@@ -210,6 +204,19 @@ def test_training_steps_take_the_measurement_lock(tmp_path, tiny_base, monkeypat
             yield hold
 
     monkeypatch.setattr(loop, "training_step", spy)
+    return steps
+
+
+def test_training_steps_take_the_measurement_lock(tmp_path, tiny_base, monkeypatch):
+    """With a lock dir every step holds the lock: a measurement holding it first makes training wait, and a
+    measurement after training is not blocked. Without one (plain `compress distill`) no lock is taken."""
+    from compress.deploy.measure_lock import lock_dir_for, measuring
+
+    task, train, dev, _ = _task_case("classification", tmp_path)
+    cfg = from_mapping(job_config(tmp_path, task, train, dev, tiny_base))
+    finetune_teacher(cfg, progress=False)
+    ctx = load_context(cfg, progress=False)
+    steps = _spy_on_training_steps(monkeypatch)
     distill_student(ctx, StudentSpec(num_layers=1), tmp_path / "plain", progress=False)
     assert steps and all(d is None for _, _, d in steps)
 
@@ -246,7 +253,6 @@ def test_training_steps_take_the_measurement_lock(tmp_path, tiny_base, monkeypat
 def test_a_teacher_in_another_run_folder_waits_for_a_measurement_under_one_machine_lock(tmp_path, tiny_base,
                                                                                        monkeypatch):
     """COMPRESS_LOCK_DIR: one lock for every job on the machine; teacher fine-tuning takes it as the search does."""
-    import compress.distill.loop as loop
     from compress.deploy.measure_lock import lock_dir_for, measuring
 
     monkeypatch.setenv("COMPRESS_LOCK_DIR", str(tmp_path / "machine"))
@@ -254,16 +260,7 @@ def test_a_teacher_in_another_run_folder_waits_for_a_measurement_under_one_machi
     cfg = from_mapping(job_config(tmp_path / "teacher-job", task, train, dev, tiny_base))
     other_run = tmp_path / "some-study"  # a study elsewhere measuring a latency
     assert lock_dir_for(other_run) == lock_dir_for(cfg.run_dir) == tmp_path / "machine" / socket.gethostname()
-    steps = []
-    real = loop.training_step
-
-    @contextlib.contextmanager
-    def spy(lock_dir):
-        with real(lock_dir) as hold:
-            steps.append((time.perf_counter(), hold.waited_s, lock_dir))
-            yield hold
-
-    monkeypatch.setattr(loop, "training_step", spy)
+    steps = _spy_on_training_steps(monkeypatch)
     held, released = threading.Event(), []
 
     def measurer():
