@@ -265,6 +265,23 @@ def _ratio_hi(r: dict) -> float:
 # ------------------------------------------------------------------ stage 5: served and checked
 
 
+def sample_questions(split, n: int, seed: int = 0):
+    """A seeded sample of `n` questions of a QA split (all their windows, example_index renumbered), in the
+    split's order: spread over every article, where the first n would all come from the first one."""
+    import numpy as np
+
+    from compress.data.features import Split
+
+    k = min(n, len(split.examples))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(split.examples), size=k, replace=False))
+    new_pos = np.full(len(split.examples), -1, dtype=np.int64)
+    new_pos[chosen] = np.arange(k)
+    keep = new_pos[split.arrays["example_index"]] >= 0
+    arrays = {key: v[keep] for key, v in split.arrays.items()}
+    arrays["example_index"] = new_pos[arrays["example_index"]]
+    return Split(split.name, arrays, [split.examples[i] for i in chosen], f"{split.key}-sample{k}-{seed}")
+
+
 def stage_serve(cfg, chosen: dict, home: Path, questions: int | None = None) -> dict:
     """Package the chosen student; /answer on `questions` test questions against its evaluated predictions, and
     HTTP latency (one question a request, sequential) beside the in-process runtime's on the same questions."""
@@ -284,7 +301,7 @@ def stage_serve(cfg, chosen: dict, home: Path, questions: int | None = None) -> 
     meta, folder = res["meta"], Path(bentoml.models.get(res["tag"]).path)  # in the store (res["path"] was the draft)
     onnx = folder / "model.onnx"
     data = prepare_task_data(cfg, load_tokenizer(str(folder)))
-    split = data.test.subset(questions or SERVE_QUESTIONS)
+    split = sample_questions(data.test, questions or SERVE_QUESTIONS)
     thr = meta["na_threshold"]
     _, preds = evaluate_onnx(onnx, data, split=split, na_threshold=thr)
     examples = split.examples
@@ -324,7 +341,7 @@ def stage_serve(cfg, chosen: dict, home: Path, questions: int | None = None) -> 
                 "p99_ms": float(np.percentile(a, 99)), "n": int(a.size)}
 
     return {"tag": res["tag"], "trial": chosen["trial"], "precision": meta["precision"], "na_threshold": thr,
-            "questions": len(items), "windows": int(len(split)), "mismatches": mismatches,
+            "questions": len(items), "articles": sorted({ex.title for ex in examples}), "windows": int(len(split)), "mismatches": mismatches,
             "equal": not mismatches, "http": stats(http_ms), "bare": stats(bare_ms),
             "method": "one question per request, sequential, HTTP (urllib, keep-alive off) to bentoml serve on "
                       "127.0.0.1 interleaved with the same question through serve.runtime in this process (tokenise, "
@@ -410,7 +427,8 @@ def summary_md(p: dict) -> str:
         verdict = ("exactly the evaluated predictions" if s["equal"] else
                    f"{len(s['mismatches'])} answers that differ from the evaluated ones")
         lines += ["", "## Served", "", f"`{s['tag']}` (trial {s['trial']}, {s['precision']}, no-answer threshold "
-                  f"{s['na_threshold']:.3f}): POST /answer on {s['questions']} test questions ({s['windows']} windows) "
+                  f"{s['na_threshold']:.3f}): POST /answer on {s['questions']} test questions (a seeded sample from "
+                  f"{len(s['articles'])} article{'' if len(s['articles']) == 1 else 's'}, {s['windows']} windows) "
                   f"returned {verdict}.",
                   "", f"Latency, {s['method']}: HTTP p50 {s['http']['p50_ms']:.1f} ms / p90 {s['http']['p90_ms']:.1f} "
                   f"ms; in-process p50 {s['bare']['p50_ms']:.1f} ms / p90 {s['bare']['p90_ms']:.1f} ms."]

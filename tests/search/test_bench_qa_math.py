@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from compress.config import from_mapping
@@ -91,3 +92,40 @@ def test_the_chosen_student_is_the_most_accurate_surely_2x_faster_one_and_the_go
     # Before anything is scored: every goal is there, unmet, with no value.
     empty = bench.compute_goals(None, [], None)
     assert set(empty) == set(bench.GOALS) and all(v["value"] is None and not v["met"] for v in empty.values())
+
+
+def test_the_served_sample_spreads_over_articles_and_keeps_every_window_of_its_questions(bench, tmp_path, tokenizer):
+    from compress.data.features import prepare_task_data
+    from compress.model.inference import score_outputs
+    from tests.conftest import job_config
+
+    arts = []
+    for a in range(4):
+        ctx = " ".join(f"Sentence {i} of article {a} tells that the answer is item{a}x{i}." for i in range(12))
+        qas = [{"id": f"a{a}q{i}", "question": f"What does sentence {i} of article {a} tell?",
+                "answers": [{"text": f"item{a}x{i}", "answer_start": ctx.index(f"item{a}x{i}.")}]} for i in range(5)]
+        arts.append({"title": f"T{a}", "paragraphs": [{"context": ctx, "qas": qas}]})
+    path = tmp_path / "sq.json"
+    path.write_text(json.dumps({"version": "1.1", "data": arts}))
+    raw = job_config(tmp_path, {"type": "qa"}, {"path": str(path)}, {"path": str(path)}, "unused")
+    raw["data"].update({"max_seq_length": 64, "doc_stride": 16})
+    cfg = from_mapping(raw)
+    data = prepare_task_data(cfg, tokenizer)
+    split = data.eval
+    assert len(split) > len(split.examples)  # contexts in several windows
+    sub = bench.sample_questions(split, 6, seed=0)
+    assert len(sub.examples) == 6 and len({ex.title for ex in sub.examples}) > 1
+    qids = [ex.qid for ex in split.examples]
+    assert [qids.index(ex.qid) for ex in sub.examples] == sorted(qids.index(ex.qid) for ex in sub.examples)
+    for j, ex in enumerate(sub.examples):  # every window of a chosen question, renumbered to its new place
+        i = qids.index(ex.qid)
+        assert (sub.arrays["example_index"] == j).sum() == (split.arrays["example_index"] == i).sum()
+    # The sample decodes as the whole split does: the same answer for each chosen question.
+    rng = np.random.default_rng(1)
+    outs = {k: rng.normal(size=split.arrays["input_ids"].shape).astype(np.float32)
+            for k in ("start_logits", "end_logits")}
+    _, whole = score_outputs(data, split, outs)
+    keep = np.isin(split.arrays["example_index"], [qids.index(ex.qid) for ex in sub.examples])
+    _, part = score_outputs(data, sub, {k: v[keep] for k, v in outs.items()})
+    by_qid = {p.qid: p for p in whole}
+    assert [(p.qid, p.text, p.start) for p in part] == [(p.qid, by_qid[p.qid].text, by_qid[p.qid].start) for p in part]
