@@ -45,6 +45,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.arrays["input_ids"])
 
+    def lengths(self) -> np.ndarray:
+        """Each row's real token count (rows are right-padded: the ones of its attention mask)."""
+        return self.arrays["attention_mask"].sum(axis=1)
+
     def batch(self, indices: np.ndarray | list[int], labels: bool = True) -> dict[str, torch.Tensor]:
         """Rows `indices` as tensors, trimmed to the longest real input in the batch (dynamic padding)."""
         idx = np.asarray(indices)

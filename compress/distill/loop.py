@@ -379,7 +379,7 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
     )
-    lengths = data.train.arrays["attention_mask"].sum(axis=1) if cfg.group_by_length else None
+    lengths = data.train.lengths() if cfg.group_by_length else None
     loader = DataLoader(_Rows(n), batch_sampler=StepBatches(n, cfg.batch_size, cfg.seed, start, total, lengths),
                         collate_fn=_Collate(data.train), num_workers=cfg.dataloader_workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)

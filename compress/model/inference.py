@@ -37,7 +37,7 @@ def _predict(run, split: Split, batch_size: int, task_type: str, progress: bool,
     names = output_names(task_type)
     n = len(split)
     full_len = split.arrays["input_ids"].shape[1]
-    order = np.argsort(-split.arrays["attention_mask"].sum(axis=1), kind="stable")
+    order = np.argsort(-split.lengths(), kind="stable")
     out: dict[str, np.ndarray] = {}
     starts = range(0, n, batch_size)
     if progress:
