@@ -188,9 +188,9 @@ def test_without_a_reference_the_candidate_is_judged_and_steady_runs_are_not_ret
 # ------------------------------------------------------------------ (d) the measurement lock
 
 
-def _trainer(lock_dir: str, log: str, stop_at: float, hold_s: float) -> None:
+def _trainer(lock_dir: str, log: str, stop, hold_s: float) -> None:
     with open(log, "a") as fh:
-        while time.monotonic() < stop_at:
+        while not stop.is_set():
             with training_step(lock_dir):
                 t0 = time.monotonic()
                 time.sleep(hold_s)
@@ -204,13 +204,14 @@ def test_measurements_never_overlap_training_steps_and_are_not_starved(tmp_path)
     logs = [tmp_path / f"trainer{i}.log" for i in range(2)]
     ctx = mp.get_context("spawn")
     # Two trainers with no gap between steps keep the shared lock held without a break: without the gate
-    # a measurement would wait for ever.
-    stop_at = time.monotonic() + 30
-    trainers = [ctx.Process(target=_trainer, args=(lock_dir, str(log), stop_at, 0.03)) for log in logs]
+    # a measurement would wait for ever. They run until told to stop: a spawned process imports this module
+    # afresh, which takes well over 20 s on a loaded CI machine, so no clock starts before they are up.
+    stop = ctx.Event()
+    trainers = [ctx.Process(target=_trainer, args=(lock_dir, str(log), stop, 0.03)) for log in logs]
     for p in trainers:
         p.start()
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 300
         while not all(log.exists() and log.read_text().count("\n") >= 2 for log in logs):
             assert time.monotonic() < deadline, "trainers did not start"
             time.sleep(0.02)
@@ -227,9 +228,12 @@ def test_measurements_never_overlap_training_steps_and_are_not_starved(tmp_path)
         time.sleep(0.2)
         assert all(log.read_text().count("\n") > n for log, n in zip(logs, before)), "training did not resume"
     finally:
+        stop.set()
         for p in trainers:
-            p.kill()
-            p.join()
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join()
     steps = [tuple(map(float, line.split())) for log in logs for line in log.read_text().splitlines()]
     assert max(waits) < 1.0, f"a measurement waited {max(waits):.2f} s behind 30 ms steps"
     for m0, m1 in measured:
