@@ -21,6 +21,7 @@ from transformers import AutoTokenizer
 
 from compress.data.loaders import QAExample
 from compress.data.qa import decode_qa, featurize_qa
+from compress.data.truncate import tokenize_truncated
 from compress.deploy.onnxrt import onnx_session
 
 __all__ = ["InputError", "ModelRuntime", "QAJob", "load_runtime"]
@@ -105,7 +106,7 @@ class ModelRuntime:
         if self.is_pair:
             enc = self.tokenizer([x[0] for x in inputs], [x[1] for x in inputs], truncation=True, max_length=max_len)
         else:
-            enc = self.tokenizer(list(inputs), truncation=True, max_length=max_len)
+            enc = tokenize_truncated(self.tokenizer, inputs, max_len)  # long texts: only what the model reads
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         return [{k: np.asarray(enc[k][i], dtype=np.int64) for k in keys} for i in range(len(inputs))]
 

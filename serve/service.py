@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 # One request's tokenising may not take every core from the model calls (HF tokenizers' Rust threads): measured
 # under heavy load, a one-text request's p99 went 174 -> 113 ms with it off.
@@ -214,6 +215,7 @@ class Compress:
         # time: 0.4 s stalls at random requests (measured). Frozen, they are left out of every collection.
         gc.collect()
         gc.freeze()
+        self._tokenizing = ThreadPoolExecutor(1, thread_name_prefix="compress-tokenize")
         self.batcher = FairBatcher(self.runtime.run_units, max_batch=MAX_BATCH_SIZE, max_tokens=MAX_BATCH_TOKENS,
                                    max_call_s=MAX_CALL_MS / 1000, max_wait_s=MAX_LATENCY_MS / 1000,
                                    cross_request=BATCHING, on_batch=observe)
@@ -222,8 +224,12 @@ class Compress:
         return getattr(self, "runtime", None) is not None
 
     async def _encode(self, fn, inputs, size: int):
-        """Tokenise on the event loop when small (cheaper than a thread hop), in a thread when large."""
-        return fn(inputs) if size < 4000 else await asyncio.to_thread(fn, inputs)
+        """Tokenise on the event loop when small (cheaper than a thread hop), on the service's one tokenising thread
+        when large: big requests then queue for it instead of each taking a core from the model calls (with
+        asyncio's default pool, a profile of bench-serve's heavy load found five tokenising at once)."""
+        if size < 4000:
+            return fn(inputs)
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizing, fn, inputs)
 
     # NOTE: only the endpoint the packaged model serves is defined (both when it cannot be read at import), so
     # the OpenAPI document lists what the server answers and a request to the other one is a clear 404.

@@ -23,6 +23,7 @@ from .negatives import NEGATIVE_SUFFIX, generate_negatives, negatives_record
 from .qa import detect_version_2, featurize_qa
 from .split import carve_splits, ids_hash, split_record
 from .squad import load_qa_examples
+from .truncate import tokenize_truncated
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,10 @@ def encode_texts(examples: list[TextExample], tokenizer, max_len: int, regressio
     """Text examples as padded token arrays of max_len with their labels (float for regression)."""
     first = [ex.texts[0] for ex in examples]
     second = [ex.texts[1] for ex in examples] if len(examples[0].texts) == 2 else None
-    enc = tokenizer(first, second, truncation=True, max_length=max_len, padding="max_length")
+    if second is None:  # long texts: only the prefix the model reads is tokenised (same ids, compress.data.truncate)
+        enc = tokenize_truncated(tokenizer, first, max_len, padding="max_length")
+    else:
+        enc = tokenizer(first, second, truncation=True, max_length=max_len, padding="max_length")
     labels = np.asarray([ex.label for ex in examples], dtype=np.float32 if regression else np.int64)
     return {
         "input_ids": np.asarray(enc["input_ids"], dtype=np.int64),
