@@ -35,7 +35,7 @@ __all__ = ["prefix_chars", "shorten", "tokenize_truncated"]
 
 CHARS_PER_TOKEN = 8  # the prefix read per token kept: English runs at about 4-5 characters a token (MiniLM)
 _NORMALIZERS = {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Strip", "Prepend"}
-_PRE_TOKENIZERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits"}
+_LATER = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits", "ByteLevel", "Metaspace"}
 
 
 def _local_normalizer(node: dict | None) -> bool:
@@ -52,10 +52,10 @@ def _splits_at_spaces(node: dict | None) -> bool:
     if node is None:
         return False  # the whole text is one word: a merge may span any space
     kind = node.get("type")
-    if kind == "Sequence":
+    if kind == "Sequence":  # the first must split at spaces (a ByteLevel first would turn them into bytes);
+        # the later ones only split words further or map their characters
         parts = node.get("pretokenizers") or []
-        return bool(parts) and all(_splits_at_spaces(p) or p.get("type") in _PRE_TOKENIZERS for p in parts) and \
-            any(_splits_at_spaces(p) for p in parts)
+        return bool(parts) and _splits_at_spaces(parts[0]) and all(p.get("type") in _LATER for p in parts[1:])
     if kind in ("BertPreTokenizer", "Whitespace", "WhitespaceSplit"):
         return True
     if kind == "ByteLevel":

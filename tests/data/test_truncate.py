@@ -63,10 +63,14 @@ def _metaspace_unigram() -> PreTrainedTokenizerFast:
 
 @pytest.fixture(scope="module")
 def tokenizers_under_test(tokenizer):
-    return {"wordpiece": tokenizer, "byte-level bpe": _byte_level_bpe(), "metaspace unigram": _metaspace_unigram()}
+    seq = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    seq.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
+    return {"wordpiece": tokenizer, "byte-level bpe": _byte_level_bpe(), "metaspace unigram": _metaspace_unigram(),
+            "sequence": PreTrainedTokenizerFast(tokenizer_object=seq, pad_token="[PAD]", unk_token="[UNK]")}
 
 
-@pytest.mark.parametrize("name", ["wordpiece", "byte-level bpe", "metaspace unigram"])
+@pytest.mark.parametrize("name", ["wordpiece", "byte-level bpe", "metaspace unigram", "sequence"])
 @pytest.mark.parametrize("max_len", [8, 16, 64])
 def test_prefix_tokenising_gives_the_ids_of_the_whole_text(tokenizers_under_test, name, max_len):
     tok = tokenizers_under_test[name]
@@ -96,6 +100,14 @@ def test_tokenizers_it_cannot_prove_are_read_whole(tokenizer):
     split = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     split.pre_tokenizer = pre_tokenizers.Split("ab", "isolated")
     assert prefix_chars(PreTrainedTokenizerFast(tokenizer_object=split, pad_token="[PAD]"), 16) is None
+
+    bytes_first = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    bytes_first.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.ByteLevel(use_regex=False),
+                                                         pre_tokenizers.WhitespaceSplit()])  # no space left to split
+    assert prefix_chars(PreTrainedTokenizerFast(tokenizer_object=bytes_first, pad_token="[PAD]"), 16) is None
+    words_first = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    words_first.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits()])
+    assert prefix_chars(PreTrainedTokenizerFast(tokenizer_object=words_first, pad_token="[PAD]"), 16) is not None
 
     added = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()),
                                     pad_token="[PAD]")
