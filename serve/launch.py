@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -38,9 +40,10 @@ class LocalServer:
         home = Path(home)
         home.mkdir(parents=True, exist_ok=True)
         server_home = home
+        self._own_home: Path | None = None
         if own_home:
-            server_home = home / f"home-{self.port}"
-            server_home.mkdir()
+            # a fresh folder per server: a port can come round again, and an earlier server's folder stays behind
+            server_home = self._own_home = Path(tempfile.mkdtemp(prefix=f"home-{self.port}-", dir=home))
             for store in ("models", "bentos"):
                 (home / store).mkdir(exist_ok=True)
                 (server_home / store).symlink_to(home / store)
@@ -93,6 +96,8 @@ class LocalServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if self._own_home is not None:  # its links to the shared stores and its metrics files, not the stores
+            shutil.rmtree(self._own_home, ignore_errors=True)
 
     def __enter__(self) -> "LocalServer":
         return self

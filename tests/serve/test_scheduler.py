@@ -226,6 +226,30 @@ def test_settings_the_service_cannot_start_with_are_refused_without_a_traceback(
     assert out.returncode == 1 and words in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
+@pytest.mark.parametrize("env, expect", [
+    ({}, lambda cores: (cores, 1)),  # BentoML's "cpu_count": one single-threaded worker per core
+    ({"COMPRESS_THREADS": "{cores}"}, lambda cores: (1, cores)),  # threads given alone: workers fill the rest
+    ({"COMPRESS_WORKERS": "1"}, lambda cores: (1, cores)),
+])
+def test_workers_and_threads_default_to_the_cores(tmp_path, env, expect):
+    """The defaults never put more ONNX Runtime threads than cores, and fill them (benchmarks/results/serve.md)."""
+    import os
+    import subprocess
+    import sys
+
+    from compress.deploy.onnxrt import available_cores
+    from tests.conftest import ROOT
+
+    cores = available_cores()
+    full = {k: v for k, v in os.environ.items() if k not in ("COMPRESS_WORKERS", "COMPRESS_THREADS")}
+    full.update({"BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true",
+                 **{k: v.format(cores=cores) for k, v in env.items()}})
+    out = subprocess.run([sys.executable, "-c", "import serve.service as s; print(s.WORKERS, s.THREADS)"], cwd=ROOT,
+                         env=full, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert tuple(int(x) for x in out.stdout.split()[-2:]) == expect(cores)
+
+
 def test_the_call_cost_line_separates_the_fixed_cost_from_the_tokens():
     """A model with 5 ms per call plus 0.1 ms per token: the slice then holds (40 - 5) / 0.1 tokens, not 40 / 0.15."""
     from serve.scheduler import CallCost

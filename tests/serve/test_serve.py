@@ -100,7 +100,7 @@ def servers(packaged):
         for kind in ("classification", "qa"):
             started[kind] = Server(packaged["home"], "serve.service:Compress",
                                    {"COMPRESS_MODEL": packaged[kind]["tag"], "COMPRESS_MAX_BODY_BYTES": "20000",
-                                    "COMPRESS_THREADS": "1"})
+                                    "COMPRESS_THREADS": "1", "COMPRESS_WORKERS": "1"})
         yield started
     finally:
         for s in started.values():
