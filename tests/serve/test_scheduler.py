@@ -250,6 +250,24 @@ def test_workers_and_threads_default_to_the_cores(tmp_path, env, expect):
     assert tuple(int(x) for x in out.stdout.split()[-2:]) == expect(cores)
 
 
+def test_the_service_process_does_not_load_torch(tmp_path):
+    """It runs ONNX Runtime and needs only the tokenizers: torch would cost each worker about 390 MB resident."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    full = {**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "true"}
+    full.pop("USE_TORCH", None)
+    code = ("import os, sys, serve.service; print('torch' in sys.modules, 'transformers' in sys.modules, "
+            "os.environ.get('USE_TORCH'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == ["False", "True", "None"]  # tokenizers yes, torch no, nothing left in env
+    assert "None of PyTorch" not in out.stderr
+
+
 def test_the_call_cost_line_separates_the_fixed_cost_from_the_tokens():
     """A model with 5 ms per call plus 0.1 ms per token: the slice then holds (40 - 5) / 0.1 tokens, not 40 / 0.15."""
     from serve.scheduler import CallCost
