@@ -227,7 +227,10 @@ class DataConfig:
 class TrainConfig:
     """One optimisation run: used for fine-tuning the teacher and for distilling a student."""
 
-    epochs: float = 1.0  # passes over the training rows; ignored when max_steps is set
+    # passes over the training rows; ignored when max_steps is set. 3 is Hugging Face Trainer's default too: on a
+    # sentence-pair set of 3,668 rows, 1 epoch (115 steps) left the 3-layer student at 0.635 against the
+    # teacher's 0.806, 3 epochs at 0.740 (README, "Small data sets")
+    epochs: float = 3.0
     max_steps: int | None = None  # exact number of optimiser steps; overrides epochs
     batch_size: int = 32
     eval_batch_size: int = 64
