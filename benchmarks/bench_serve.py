@@ -111,25 +111,64 @@ def _stats(ms: np.ndarray) -> dict:
             "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
 
 
-def _bare_process(folder: str, texts: list[str], batches, barrier, out) -> None:
-    """One of `cores` single-threaded sessions run side by side (as the default server's workers run)."""
+def _runtime_units(folder: Path, texts: list[str], threads: int):
+    """The packaged model in the server's runtime, the texts tokenised as it tokenises them, and the feed for a
+    chunk of them: padded as the server pads, beforehand, so that only session.run is timed."""
     from serve.runtime import load_runtime
 
-    rt = load_runtime(Path(folder), threads=1)
-    units = rt.encode_texts(texts)
+    rt = load_runtime(Path(folder), threads=threads)
     names = [i.name for i in rt.session.get_inputs()]
+
+    def feeds(chunk):
+        arrays = rt.pad(chunk)
+        return {k: arrays[k] for k in names}
+
+    return rt, rt.encode_texts(texts), feeds
+
+
+def _chunks(units, feeds, b: int) -> list[dict]:
+    return [feeds(units[i:i + b]) for i in range(0, len(units), b)]
+
+
+def _passes(session, chunks: list[dict], inputs: int, before=lambda: None) -> list[float]:
+    """Inputs/s of 3 timed passes over the chunks (`before` runs ahead of each pass, untimed)."""
+    rates = []
+    for _ in range(3):
+        before()
+        t0 = time.perf_counter()
+        for f in chunks:
+            session.run(None, f)
+        rates.append(inputs / (time.perf_counter() - t0))
+    return rates
+
+
+def _batch_1(rt, units, feeds) -> dict:
+    """Every text alone, after 50 untimed calls: the per-call latency."""
+    single = [feeds([u]) for u in units]
+    for f in single[:50]:  # warm-up
+        rt.session.run(None, f)
+    one = []
+    for f in single:
+        t0 = time.perf_counter()
+        rt.session.run(None, f)
+        one.append((time.perf_counter() - t0) * 1000)
+    return _stats(np.asarray(one))
+
+
+def bare_batch_1(folder: Path, texts: list[str], threads: int) -> dict:
+    rt, units, feeds = _runtime_units(folder, texts, threads)
+    return _batch_1(rt, units, feeds)
+
+
+def _bare_process(folder: str, texts: list[str], batches, barrier, out) -> None:
+    """One of `cores` single-threaded sessions run side by side (as the default server's workers run)."""
+    rt, units, feeds = _runtime_units(Path(folder), texts, 1)
     rates = {}
     for b in batches:
-        chunks = [{k: a[k] for k in names} for a in (rt.pad(units[i:i + b]) for i in range(0, len(units), b))]
+        chunks = _chunks(units, feeds, b)
         for f in chunks[:20]:  # warm-up
             rt.session.run(None, f)
-        rates[b] = []
-        for _ in range(3):
-            barrier.wait()  # every process times the same pass at the same time
-            t0 = time.perf_counter()
-            for f in chunks:
-                rt.session.run(None, f)
-            rates[b].append(len(units) / (time.perf_counter() - t0))
+        rates[b] = _passes(rt.session, chunks, len(units), barrier.wait)  # every process times the same pass
     out.put(rates)
 
 
@@ -155,24 +194,8 @@ def bare_parallel(folder: Path, texts: list[str], procs: int, batches=(1, 8, 32)
 
 
 def bare_session(folder: Path, texts: list[str], threads: int = 2, batches=(1, 2, 4, 8, 16, 32, 64)) -> dict:
-    from serve.runtime import load_runtime
-
-    rt = load_runtime(folder, threads=threads)
-    units = rt.encode_texts(texts)
-    names = [i.name for i in rt.session.get_inputs()]
-
-    def feeds(chunk):  # padded as the server pads, beforehand: only session.run is timed
-        arrays = rt.pad(chunk)
-        return {k: arrays[k] for k in names}
-
-    single = [feeds([u]) for u in units]
-    for f in single[:50]:  # warm-up
-        rt.session.run(None, f)
-    one = []
-    for f in single:
-        t0 = time.perf_counter()
-        rt.session.run(None, f)
-        one.append((time.perf_counter() - t0) * 1000)
+    rt, units, feeds = _runtime_units(folder, texts, threads)
+    b1 = _batch_1(rt, units, feeds)
     tok = []
     for t in texts:
         t0 = time.perf_counter()
@@ -180,19 +203,10 @@ def bare_session(folder: Path, texts: list[str], threads: int = 2, batches=(1, 2
         tok.append((time.perf_counter() - t0) * 1000)
     table = []
     for b in batches:
-        chunks = [feeds(units[i:i + b]) for i in range(0, len(units), b)]
-        rates = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for f in chunks:
-                rt.session.run(None, f)
-            rates.append(len(units) / (time.perf_counter() - t0))
+        rates = _passes(rt.session, _chunks(units, feeds, b), len(units))
         table.append({"batch": b, "inputs_per_s": float(np.median(rates)), "passes": [float(r) for r in rates]})
         print(f"bare batch {b}: {table[-1]['inputs_per_s']:.0f} inputs/s", flush=True)
-    if not table:
-        return {"threads": threads, "batch_1": _stats(np.asarray(one))}
     best = max(table, key=lambda r: r["inputs_per_s"])
-    b1 = _stats(np.asarray(one))
     print(f"bare batch 1: p50 {b1['p50_ms']:.3f} ms, p99 {b1['p99_ms']:.3f} ms; best batch {best['batch']}: "
           f"{best['inputs_per_s']:.0f} inputs/s", flush=True)
     return {"threads": threads, "batch_1": b1, "tokenize_one": _stats(np.asarray(tok)), "batches": table,
@@ -211,28 +225,29 @@ def _tree(pid: int):
         return []
 
 
-def rss_mb(pid: int) -> float:
+def _tree_memory_mb(pid: int, read) -> float:
     total = 0
     for p in _tree(pid):
         try:
-            total += p.memory_info().rss
+            total += read(p)
+        except AttributeError:  # not reported on this system
+            raise
         except Exception:  # noqa: BLE001 - a process that just exited
             pass
     return total / 2**20
+
+
+def rss_mb(pid: int) -> float:
+    return _tree_memory_mb(pid, lambda p: p.memory_info().rss)
 
 
 def pss_mb(pid: int) -> float | None:
     """Proportional set size of the process tree: shared pages counted once, as a container's memory limit sees
     them (RSS counts the shared libraries once per process). None where the system does not report it."""
-    total = 0
-    for p in _tree(pid):
-        try:
-            total += p.memory_full_info().pss
-        except AttributeError:
-            return None
-        except Exception:  # noqa: BLE001 - a process that just exited
-            pass
-    return total / 2**20
+    try:
+        return _tree_memory_mb(pid, lambda p: p.memory_full_info().pss)
+    except AttributeError:
+        return None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -453,7 +468,8 @@ def main() -> None:
     from compress.deploy.onnxrt import available_cores
 
     cores = available_cores()
-    configs_run, default_name = configs_for(cores), configs_for(cores)[0][0]
+    configs_run = configs_for(cores)
+    default_name = configs_run[0][0]
     model = packaged_student()
     texts = dev_texts(model["cfg"])
     small = write_bodies(WORK / "small.jsonl", [{"texts": [t]} for t in texts])
@@ -466,7 +482,7 @@ def main() -> None:
             bare["best"] = {**bare["parallel"]["best"], "layout": f"{cores} sessions x 1 thread in separate processes"}
     bare["best"].setdefault("layout", f"1 session x {cores} threads")
     # overhead_p50_ms compares like with like: the bare batch-1 call with the default worker's own threads
-    bare["default_batch_1"] = bare["batch_1"] if cores == 1 else bare_session(model["folder"], texts, 1, ())["batch_1"]
+    bare["default_batch_1"] = bare["batch_1"] if cores == 1 else bare_batch_1(model["folder"], texts, 1)
     configs = []
     heavy_out = memory = unloaded = None
     for name, workers, threads, batching in configs_run:

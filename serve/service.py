@@ -121,11 +121,9 @@ MAX_LATENCY_MS = _env_int("COMPRESS_MAX_LATENCY_MS", 10000)
 MAX_ITEMS = _env_int("COMPRESS_MAX_ITEMS", 256)
 MAX_BODY_BYTES = _env_int("COMPRESS_MAX_BODY_BYTES", 1 << 20)
 CORES = available_cores()
-if "COMPRESS_WORKERS" not in os.environ and "COMPRESS_THREADS" in os.environ:  # threads given: workers fill the rest
-    WORKERS = max(1, CORES // _env_int("COMPRESS_THREADS", 1))
-else:
-    WORKERS = _env_int("COMPRESS_WORKERS", CORES)
-THREADS = _env_int("COMPRESS_THREADS", max(1, CORES // WORKERS))
+_THREADS_SET = _env_int("COMPRESS_THREADS", 1) if "COMPRESS_THREADS" in os.environ else None
+WORKERS = _env_int("COMPRESS_WORKERS", CORES if _THREADS_SET is None else max(1, CORES // _THREADS_SET))
+THREADS = _THREADS_SET or max(1, CORES // WORKERS)  # given alone, the threads decide the workers' default
 if THREADS * WORKERS > CORES:
     _fit = min(WORKERS, CORES)
     _refuse(f"COMPRESS_THREADS={THREADS} x COMPRESS_WORKERS={WORKERS} = {THREADS * WORKERS} threads is more than the "
