@@ -4,7 +4,7 @@ of the same space and sampler, and the multi-fidelity frontier promoted to all r
 Stages, each resumable (a session lasts 3 hours; run it again and it goes on where it stopped), state under
 .cache/bench-scale/ (the configs' output_dir):
 
-1. teacher: `compress teacher` on benchmarks/configs/scale-sst2.yaml, 2 epochs, a checkpoint every 300 steps.
+1. teacher: `compress teacher` on benchmarks/configs/scale-sst2.yaml, 3 epochs, a checkpoint every 300 steps.
 2. mf: a 30-trial multi-fidelity study (rungs of 1,500 / 4,000 / 12,000 training rows, the best third promoted).
 3. ff: the same space, sampler and seed with every trial on 12,000 rows (the top rung's budget), 30 trials.
 4. promote: the multi-fidelity frontier retrained on all training rows (compress promote).
