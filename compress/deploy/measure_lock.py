@@ -9,12 +9,15 @@ while several workers' steps overlap without a gap, because it first closes a ga
     with measuring(lock_dir) as hold: result = measure_paired(...)   # hold.waited_s: time spent waiting
 
 Locks are `fcntl.flock` files in lock_dir (see `lock_dir_for`: RUN/.locks/<host>/, or $COMPRESS_LOCK_DIR/<host>/);
-lock_dir None is a no-op.
+lock_dir None is a no-op. A measurement that has waited WAIT_WARN_S for the lock logs a warning naming the processes
+that hold it (from /proc/locks) and whether they are stopped: a job suspended in the middle of a training step
+(Ctrl-Z, kill -STOP) would otherwise hold every measurement of the machine back without a word.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import socket
 import threading
@@ -30,7 +33,11 @@ MAIN = "measure.lock"  # shared by training steps, exclusive for a measurement
 LOCK_ENV = "COMPRESS_LOCK_DIR"  # one lock folder for every job on the machine (see lock_dir_for)
 GATE = "gate.lock"  # exclusive for a measurement from before it waits; steps pass through it shared
 
+WAIT_WARN_S = 60.0  # a measurement waiting this long for the lock says who holds it (then every WAIT_REPEAT_S)
+WAIT_REPEAT_S = 300.0
+
 _held = threading.local()  # this thread's training-step depth, to catch nesting that would deadlock
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +62,63 @@ def lock_dir_for(run_dir: str | Path) -> Path:
 def _open(lock_dir: Path, name: str) -> int:
     lock_dir.mkdir(parents=True, exist_ok=True)
     return os.open(lock_dir / name, os.O_RDWR | os.O_CREAT, 0o666)
+
+
+def holders(path: Path) -> list[str]:
+    """The processes holding a flock on `path`, as 'pid N (command line), state', read from /proc/locks (Linux);
+    [] where it cannot be read."""
+    try:
+        st = os.stat(path)
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        parts = line.split()
+        if "->" in parts or "FLOCK" not in parts:  # '->' marks a process waiting for the lock, not holding it
+            continue
+        i = parts.index("FLOCK")
+        try:
+            pid, (major, minor, inode) = int(parts[i + 3]), parts[i + 4].split(":")
+            same = (int(inode) == st.st_ino and int(major, 16) == os.major(st.st_dev)
+                    and int(minor, 16) == os.minor(st.st_dev))
+        except (IndexError, ValueError):
+            continue
+        if not same or pid == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            cmd, state = "?", "?"
+        what = {"T": "STOPPED (resume it: kill -CONT %d)" % pid, "t": "stopped by a debugger", "D": "in disk wait",
+                "Z": "a zombie"}.get(state, "running")
+        out.append(f"pid {pid} ({cmd[:120]}), {what}")
+    return out
+
+
+def _lock_waiting(fd: int, path: Path, mode: int, what: str) -> None:
+    """flock(fd, mode), warning after WAIT_WARN_S (and every WAIT_REPEAT_S) with the processes that hold it."""
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    t0 = time.monotonic()
+    warn_at, delay = t0 + WAIT_WARN_S, 0.001
+    while True:
+        time.sleep(delay)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            delay = min(2 * delay, 0.05)
+        if time.monotonic() >= warn_at:
+            held = holders(path) or ["unknown (no /proc/locks on this system)"]
+            log.warning("%s has waited %.0f s for the measurement lock %s, held by: %s. Every job given this lock "
+                        "folder waits for it; a job stopped in the middle of a training step holds it until it is "
+                        "resumed or ended.", what, time.monotonic() - t0, path, "; ".join(held))
+            warn_at = time.monotonic() + WAIT_REPEAT_S
 
 
 @contextmanager
@@ -106,10 +170,12 @@ def measuring(lock_dir: str | Path | None) -> Iterator[Hold]:
     t0 = time.perf_counter()
     gate = _open(Path(lock_dir), GATE)
     try:
-        fcntl.flock(gate, fcntl.LOCK_EX)  # one measurement at a time; new steps now block at the gate
+        # one measurement at a time; new steps now block at the gate
+        _lock_waiting(gate, Path(lock_dir) / GATE, fcntl.LOCK_EX, "a latency measurement")
         main = _open(Path(lock_dir), MAIN)
         try:
-            fcntl.flock(main, fcntl.LOCK_EX)  # the steps already inside finish
+            # the steps already inside finish
+            _lock_waiting(main, Path(lock_dir) / MAIN, fcntl.LOCK_EX, "a latency measurement")
             hold.waited_s = time.perf_counter() - t0
             t1 = time.perf_counter()
             try:

@@ -258,6 +258,49 @@ def test_lock_is_a_no_op_without_a_folder_and_refuses_to_deadlock(tmp_path):
     assert lock_dir_for(tmp_path).parent == tmp_path / ".locks"
 
 
+def test_a_measurement_held_back_by_a_stopped_job_names_it(tmp_path, monkeypatch, caplog):
+    """A job stopped (Ctrl-Z, kill -STOP) inside a training step keeps the shared lock: the waiting measurement
+    says which process holds it and that it is stopped, then goes on once it is resumed and releases it."""
+    import signal
+    import threading
+
+    from compress.deploy import measure_lock
+
+    lock_dir = lock_dir_for(tmp_path)
+    lock_dir.mkdir(parents=True)
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); time.sleep(1.0)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(lock_dir / measure_lock.MAIN)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        os.kill(child.pid, signal.SIGSTOP)
+        monkeypatch.setattr(measure_lock, "WAIT_WARN_S", 0.2)
+        done = threading.Event()
+
+        def measure():
+            with measuring(lock_dir):
+                done.set()
+
+        with caplog.at_level("WARNING", logger="compress.deploy.measure_lock"):
+            t = threading.Thread(target=measure)
+            t.start()
+            deadline = time.monotonic() + 30
+            while "measurement lock" not in caplog.text:
+                assert time.monotonic() < deadline, "no warning about the held lock"
+                time.sleep(0.05)
+            assert not done.is_set()
+            assert f"pid {child.pid}" in caplog.text and "STOPPED" in caplog.text
+            assert f"kill -CONT {child.pid}" in caplog.text
+            os.kill(child.pid, signal.SIGCONT)
+            t.join(timeout=30)
+        assert done.is_set()
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+        child.kill()
+        child.wait()
+
+
 # ------------------------------------------------------------------ (e) dominance with intervals
 
 
