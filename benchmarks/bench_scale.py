@@ -122,7 +122,9 @@ def compute_curve(study, teacher_params: float, top_only: bool) -> list[dict]:
     out = []
     for t in done:
         rows += float(t.user_attrs.get("rows_seen") or 0)
-        secs += float((t.user_attrs.get("timings") or {}).get("total_s") or 0)
+        # a trial's own wall time: the time its measurement waited for another job's lock is not its compute
+        secs += float((t.user_attrs.get("timings") or {}).get("total_s") or 0) - float(
+            (t.user_attrs.get("latency_method") or {}).get("lock_wait_s") or 0)
         v = _values(t, teacher_params)
         if v is not None and top(t):
             pts.append(v)
