@@ -12,7 +12,8 @@ Stages, each resumable (a session lasts 3 hours; run it again and it goes on whe
 Compute is counted in training rows seen (steps × batch size) and wall seconds of the trials. Goals:
 teacher_accuracy (>= 0.90), hv_ratio_at_third_compute (hypervolume of the multi-fidelity study when it had spent one
 third of the full-fidelity study's compute over the full-fidelity study's final hypervolume; >= 1.0),
-promoted_share (share of the reported frontier trained on all rows; 1.0). `--stage NAME` runs up to that stage.
+promoted_share (share of the reported frontier trained on all rows; 1.0). `--stage NAME` runs up to that stage;
+`--render` writes the results from what is done (a goal whose stage has not run is reported as not measured yet).
 """
 
 from __future__ import annotations
@@ -142,19 +143,32 @@ def hv_at(curve: list[dict], rows: float) -> float:
     return hv
 
 
+def _fmt(v) -> str:
+    return "not measured yet" if v is None else f"{v:.4f}"
+
+
 def summary_md(p: dict) -> str:
     g = p["goals"]
-    lines = ["# bench-scale: SST-2 at full size, multi-fidelity against full-fidelity search", "",
-             f"Teacher: MiniLM-L6 fine-tuned on all {p['teacher']['train_rows']:,} SST-2 training rows, "
-             f"{p['teacher']['epochs']} epochs: dev accuracy {p['teacher']['accuracy']:.4f} "
-             f"({p['teacher']['train_hours']:.2f} h on {p['teacher']['device']}).", "",
-             "## Goals", "", "| goal | value | target | met |", "|---|---|---|---|"]
+    lines = ["# bench-scale: SST-2 at full size, multi-fidelity against full-fidelity search", ""]
+    if p.get("status"):
+        lines += [f"**Not finished:** {p['status']}", ""]
+    lines += [f"Teacher: MiniLM-L6 fine-tuned on all {p['teacher']['train_rows']:,} SST-2 training rows, "
+              f"{p['teacher']['epochs']:g} epochs: dev accuracy {p['teacher']['accuracy']:.4f} "
+              f"({p['teacher']['train_hours']:.2f} h on {p['teacher']['device']}).", ""]
+    if p["teacher"].get("curve"):
+        lines += ["Its dev accuracy during training: " + ", ".join(
+            f"{c['accuracy']:.4f} at step {c['step']:,}" for c in p["teacher"]["curve"]) + ".", ""]
+    lines += ["## Goals", "", "| goal | value | target | met |", "|---|---|---|---|"]
     for k, v in g.items():
-        lines.append(f"| {k} | {v['value']:.4f} | {v['goal']} | {'yes' if v['met'] else 'no'} |")
+        lines.append(f"| {k} | {_fmt(v['value'])} | {v['goal']} | {'yes' if v['met'] else 'no'} |")
     for kind in ("mf", "ff"):
-        s = p["studies"][kind]
-        lines += ["", f"## {s['title']}", "", f"{s['trials']} trials, {s['rows_seen']:,} training rows seen, "
-                  f"{s['seconds'] / 3600:.2f} trial-hours; final hypervolume {s['hv_final']:.4f}."]
+        s = p["studies"].get(kind)
+        if not s:
+            continue
+        promoted = f" and {s['promotions']} promotions" if s.get("promotions") else ""
+        lines += ["", f"## {s['title']}", "", f"{s['trials']} of {s['target']} trials completed{promoted}, "
+                  f"{s['rows_seen']:,} training rows seen, {s['seconds'] / 3600:.2f} trial-hours; hypervolume so far "
+                  f"{s['hv_final']:.4f}."]
     lines += ["", f"Hypervolume reference point: accuracy {HV_REFERENCE['accuracy']}, parameters = the teacher's, "
               "latency ratio 1.0 (objectives accuracy up, parameters down, latency ratio to the teacher down; feasible "
               "top-rung trials only, on the SST-2 dev set).", ""]
@@ -170,65 +184,119 @@ def summary_md(p: dict) -> str:
     return "\n".join(lines)
 
 
+TITLES = {"mf": "Multi-fidelity study (rungs 1,500 / 4,000 / 12,000 rows, best third promoted)",
+          "ff": "Full-fidelity study (every trial on 12,000 rows)"}
+
+
+def existing_study(raw: dict, kind: str):
+    """(config, study) of a study that has been started, else None; opens nothing new."""
+    from compress.search import open_study
+
+    cfg = from_mapping(study_mapping(raw, kind), config_path=str(CONFIG))
+    if not (cfg.run_dir / "study.db").is_file():
+        return None
+    return cfg, open_study(cfg, create=False)
+
+
+def render(raw: dict, teacher: dict, studies: dict, promotion: dict | None) -> dict:
+    """benchmarks/results/scale-sst2.{md,json} from what is done: goals that need a stage still to come are
+    reported as not measured yet (value null), never estimated."""
+    from optuna.trial import TrialState
+
+    tparams = float(teacher["params"])
+    curves, done, counts = {}, {}, {}
+    for kind, (cfg, study) in studies.items():
+        curves[kind] = compute_curve(study, tparams, top_only=(kind == "mf"))
+        # the study's own count: promotions are not among its n_trials (compress.search.study)
+        counted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.user_attrs.get("promoted_from") is None]
+        counts[kind] = len(counted)
+        done[kind] = len(counted) >= cfg.search.n_trials and not study.get_trials(
+            deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    both = done.get("mf") and done.get("ff") and curves["ff"]
+    ratio = hv_mf_third = hv_ff = ff_total = None
+    if both:
+        ff_total = curves["ff"][-1]["rows_seen"]
+        hv_ff = curves["ff"][-1]["hv"]
+        hv_mf_third = hv_at(curves["mf"], ff_total / 3)
+        ratio = hv_mf_third / hv_ff if hv_ff > 0 else 0.0
+    share = None
+    if promotion is not None:
+        reported = promotion.get("points") or []
+        on_front = [q for q in reported if q["trial"] in promotion.get("frontier", [])]
+        share = (sum(q["train_rows"] == teacher["train_rows"] for q in on_front) / len(on_front)) if on_front else 0.0
+    goals = {
+        "teacher_accuracy": {"value": teacher["value"], "goal": 0.90, "met": teacher["value"] >= 0.90},
+        "hv_ratio_at_third_compute": {"value": ratio, "goal": 1.0, "met": ratio is not None and ratio >= 1.0,
+                                      "mf_hv_at_third": hv_mf_third, "ff_hv_final": hv_ff, "ff_rows_seen": ff_total},
+        "promoted_share": {"value": share, "goal": 1.0, "met": share is not None and share >= 1.0},
+    }
+    todo = [f"the {kind} study ({counts.get(kind, 0)} of its trials completed)" for kind in ("mf", "ff")
+            if not done.get(kind)] + (["the promotion of the multi-fidelity frontier"] if promotion is None else [])
+    tcurve = [{"step": c["step"], "accuracy": c["accuracy"]} for c in _teacher_curve(raw) if "accuracy" in c]
+    payload = {
+        "goals": goals,
+        "status": ("still to run: " + "; ".join(todo) + ". Run `make bench-scale` again to go on.") if todo else None,
+        "teacher": {"accuracy": teacher["value"], "train_rows": teacher["train_rows"],
+                    "epochs": (teacher.get("train_config") or {}).get("epochs"),
+                    "learning_rate": (teacher.get("train_config") or {}).get("learning_rate"),
+                    "train_hours": teacher["train_seconds"] / 3600,
+                    "device": (teacher.get("training_device") or {}).get("device", "cpu"), "curve": tcurve},
+        "studies": {k: {"title": TITLES[k], "trials": counts[k], "promotions": len(c) - counts[k],
+                        "target": studies[k][0].search.n_trials,
+                        "finished": done[k], "rows_seen": int(c[-1]["rows_seen"]) if c else 0,
+                        "seconds": c[-1]["seconds"] if c else 0.0, "hv_final": c[-1]["hv"] if c else 0.0,
+                        "curve": c} for k, c in curves.items()},
+        "promotion": promotion, "gpu": "no GPU was lent to this session: the GPU path was not timed",
+    }
+    write_results("scale-sst2", payload, summary_md(payload))
+    return payload
+
+
+def _teacher_curve(raw: dict) -> list[dict]:
+    path = teacher_dir(raw) / "curves.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--stage", choices=STAGES, default=STAGES[-1], help="run the stages up to this one")
     ap.add_argument("--promote-top", type=int, default=3, help="frontier points promoted to all rows")
+    ap.add_argument("--render", action="store_true", help="only write the results from what is done; trains nothing")
     args = ap.parse_args()
     raw = base_mapping()
+    if args.render:
+        metrics = teacher_dir(raw) / "metrics.json"
+        if not metrics.is_file():
+            raise SystemExit("bench-scale: the teacher has not finished; nothing to render yet")
+        studies = {k: s for k in ("mf", "ff") if (s := existing_study(raw, k)) is not None}
+        mf = studies.get("mf")
+        promotion = mf[1].user_attrs.get("promotion") if mf else None
+        print(json.dumps(render(raw, json.loads(metrics.read_text()), studies, promotion)["goals"], indent=2))
+        return
     upto = STAGES.index(args.stage)
     teacher = stage_teacher(raw)
     print(f"teacher: accuracy {teacher['value']:.4f} on {teacher['eval_rows']} dev rows, {teacher['train_rows']:,} "
           f"training rows, {teacher['train_seconds'] / 3600:.2f} h", flush=True)
-    if upto < 1:
-        return
+    render(raw, teacher, {}, None)
     studies = {}
     for kind in ("mf", "ff")[: upto]:
         studies[kind] = stage_study(raw, kind)
+        render(raw, teacher, studies, None)
     if upto < 2:
         return
     from compress.search import open_study, write_outputs
     from compress.search.promote import promote_frontier
 
     mf_cfg, mf = studies["mf"]
-    ff_cfg, ff = studies["ff"]
     promotion = mf.user_attrs.get("promotion")
     if upto >= 3 and promotion is None:
         promote_frontier(mf_cfg, args.promote_top)
         mf = open_study(mf_cfg, create=False)
         write_outputs(mf_cfg, mf)
+        studies["mf"] = (mf_cfg, mf)
         promotion = json.loads((mf_cfg.run_dir / "promoted.json").read_text())
-    tparams = float(teacher["params"])
-    curves = {"mf": compute_curve(mf, tparams, top_only=True), "ff": compute_curve(ff, tparams, top_only=False)}
-    ff_total = curves["ff"][-1]["rows_seen"]
-    hv_ff = curves["ff"][-1]["hv"]
-    hv_mf_third = hv_at(curves["mf"], ff_total / 3)
-    ratio = hv_mf_third / hv_ff if hv_ff > 0 else 0.0
-    full_rows = teacher["train_rows"]
-    reported = (promotion or {}).get("points") or []
-    on_front = [q for q in reported if q["trial"] in (promotion or {}).get("frontier", [])]
-    share = (sum(q["train_rows"] == full_rows for q in on_front) / len(on_front)) if on_front else 0.0
-    goals = {
-        "teacher_accuracy": {"value": teacher["value"], "goal": 0.90, "met": teacher["value"] >= 0.90},
-        "hv_ratio_at_third_compute": {"value": ratio, "goal": 1.0, "met": ratio >= 1.0,
-                                      "mf_hv_at_third": hv_mf_third, "ff_hv_final": hv_ff,
-                                      "ff_rows_seen": ff_total},
-        "promoted_share": {"value": share, "goal": 1.0, "met": share >= 1.0},
-    }
-    payload = {
-        "goals": goals,
-        "teacher": {"accuracy": teacher["value"], "train_rows": teacher["train_rows"],
-                    "epochs": (teacher.get("train_config") or {}).get("epochs"),
-                    "train_hours": teacher["train_seconds"] / 3600,
-                    "device": (teacher.get("training_device") or {}).get("device", "cpu")},
-        "studies": {k: {"title": {"mf": "Multi-fidelity study (rungs 1,500 / 4,000 / 12,000 rows, best third "
-                                        "promoted)", "ff": "Full-fidelity study (every trial on 12,000 rows)"}[k],
-                        "trials": len(c), "rows_seen": int(c[-1]["rows_seen"]), "seconds": c[-1]["seconds"],
-                        "hv_final": c[-1]["hv"], "curve": c} for k, c in curves.items()},
-        "promotion": promotion, "gpu": "no GPU was lent to this session: the GPU path was not timed",
-    }
-    write_results("scale-sst2", payload, summary_md(payload))
-    print(json.dumps(goals, indent=2))
+    print(json.dumps(render(raw, teacher, studies, promotion)["goals"], indent=2))
 
 
 if __name__ == "__main__":

@@ -50,3 +50,21 @@ def test_compute_curve_counts_rows_and_only_the_top_rung(bench):
     assert curve[0]["hv"] == 0.0 and curve[1]["hv"] == pytest.approx(0.1 * 0.5 * 0.5)
     assert curve[2]["hv"] == curve[1]["hv"]
     assert bench.hv_at(curve, 499) == 0.0 and bench.hv_at(curve, 500) == curve[1]["hv"]
+
+
+def test_results_of_an_unfinished_run_say_what_is_not_measured_yet(bench):
+    goals = {"teacher_accuracy": {"value": 0.8945, "goal": 0.90, "met": False},
+             "hv_ratio_at_third_compute": {"value": None, "goal": 1.0, "met": False},
+             "promoted_share": {"value": None, "goal": 1.0, "met": False}}
+    payload = {"goals": goals, "status": "still to run: the ff study (0 of its trials completed).",
+               "teacher": {"accuracy": 0.8945, "train_rows": 67349, "epochs": 3.0, "train_hours": 0.63,
+                           "device": "cpu", "curve": [{"step": 500, "accuracy": 0.82}]},
+               "studies": {"mf": {"title": bench.TITLES["mf"], "trials": 17, "promotions": 6, "target": 30,
+                                  "rows_seen": 68064, "seconds": 3456.0, "hv_final": 0.0104}},
+               "promotion": None}
+    md = bench.summary_md(payload)
+    assert "**Not finished:** still to run: the ff study" in md
+    assert "| hv_ratio_at_third_compute | not measured yet | 1.0 | no |" in md
+    assert "| teacher_accuracy | 0.8945 | 0.9 | no |" in md
+    assert "17 of 30 trials completed and 6 promotions" in md and "Full-fidelity" not in md
+    assert "0.8200 at step 500" in md
