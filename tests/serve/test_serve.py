@@ -353,7 +353,7 @@ def test_metrics_parse_and_move(servers):
     assert items[1] - items[0] == 6
     fills = [_sample(m, "compress_batch_token_fill", "compress_batch_token_fill_sum", endpoint="/classify")
              for m in (before, after)]
-    assert 0 < fills[1] - fills[0] <= calls[1] - calls[0]
+    assert 0 < fills[1] - fills[0] <= calls[1] - calls[0] + 1e-9  # each fill <= 1; sums of floats round
     info = [x for x in after["compress_model_info"].samples if x.value == 1]
     assert info and info[0].labels["precision"] == "int8" and info[0].labels["metric"] == "accuracy"
     assert int(info[0].labels["params"]) > 0
