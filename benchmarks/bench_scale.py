@@ -201,18 +201,15 @@ def existing_study(raw: dict, kind: str):
 def render(raw: dict, teacher: dict, studies: dict, promotion: dict | None) -> dict:
     """benchmarks/results/scale-sst2.{md,json} from what is done: goals that need a stage still to come are
     reported as not measured yet (value null), never estimated."""
-    from optuna.trial import TrialState
+    from compress.search.study import _counts
 
     tparams = float(teacher["params"])
     curves, done, counts = {}, {}, {}
     for kind, (cfg, study) in studies.items():
         curves[kind] = compute_curve(study, tparams, top_only=(kind == "mf"))
-        # the study's own count: promotions are not among its n_trials (compress.search.study)
-        counted = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                   if t.user_attrs.get("promoted_from") is None]
-        counts[kind] = len(counted)
-        done[kind] = len(counted) >= cfg.search.n_trials and not study.get_trials(
-            deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        c = _counts(study, study.user_attrs.get("fidelity"))  # the worker's own count: promotions are extra
+        counts[kind] = c["complete"]
+        done[kind] = c["complete"] >= cfg.search.n_trials and not c["running_all"] and not c["waiting"]
     both = done.get("mf") and done.get("ff") and curves["ff"]
     ratio = hv_mf_third = hv_ff = ff_total = None
     if both:

@@ -97,7 +97,7 @@ def holders(path: Path) -> list[str]:
     return out
 
 
-def _lock_waiting(fd: int, path: Path, mode: int, what: str) -> None:
+def _lock_waiting(fd: int, path: Path, mode: int) -> None:
     """flock(fd, mode), warning after WAIT_WARN_S (and every WAIT_REPEAT_S) with the processes that hold it."""
     try:
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
@@ -115,9 +115,9 @@ def _lock_waiting(fd: int, path: Path, mode: int, what: str) -> None:
             delay = min(2 * delay, 0.05)
         if time.monotonic() >= warn_at:
             held = holders(path) or ["unknown (no /proc/locks on this system)"]
-            log.warning("%s has waited %.0f s for the measurement lock %s, held by: %s. Every job given this lock "
-                        "folder waits for it; a job stopped in the middle of a training step holds it until it is "
-                        "resumed or ended.", what, time.monotonic() - t0, path, "; ".join(held))
+            log.warning("a latency measurement has waited %.0f s for the measurement lock %s, held by: %s. Every job "
+                        "given this lock folder waits for it; a job stopped in the middle of a training step holds it "
+                        "until it is resumed or ended.", time.monotonic() - t0, path, "; ".join(held))
             warn_at = time.monotonic() + WAIT_REPEAT_S
 
 
@@ -171,11 +171,11 @@ def measuring(lock_dir: str | Path | None) -> Iterator[Hold]:
     gate = _open(Path(lock_dir), GATE)
     try:
         # one measurement at a time; new steps now block at the gate
-        _lock_waiting(gate, Path(lock_dir) / GATE, fcntl.LOCK_EX, "a latency measurement")
+        _lock_waiting(gate, Path(lock_dir) / GATE, fcntl.LOCK_EX)
         main = _open(Path(lock_dir), MAIN)
         try:
             # the steps already inside finish
-            _lock_waiting(main, Path(lock_dir) / MAIN, fcntl.LOCK_EX, "a latency measurement")
+            _lock_waiting(main, Path(lock_dir) / MAIN, fcntl.LOCK_EX)
             hold.waited_s = time.perf_counter() - t0
             t1 = time.perf_counter()
             try:
