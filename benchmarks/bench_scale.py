@@ -4,7 +4,7 @@ of the same space and sampler, and the multi-fidelity frontier promoted to all r
 Stages, each resumable (a session lasts 3 hours; run it again and it goes on where it stopped), state under
 .cache/bench-scale/ (the configs' output_dir):
 
-1. teacher: `compress teacher` on benchmarks/configs/scale-sst2.yaml, 3 epochs, a checkpoint every 300 steps.
+1. teacher: `compress teacher` on benchmarks/configs/scale-sst2.yaml, 2 epochs, a checkpoint every 300 steps.
 2. mf: a 30-trial multi-fidelity study (rungs of 1,500 / 4,000 / 12,000 training rows, the best third promoted).
 3. ff: the same space, sampler and seed with every trial on 12,000 rows (the top rung's budget), 30 trials.
 4. promote: the multi-fidelity frontier retrained on all training rows (compress promote).
@@ -115,6 +115,7 @@ def compute_curve(study, teacher_params: float, top_only: bool) -> list[dict]:
     from optuna.trial import TrialState
 
     from compress.search.pareto import on_top_rung
+    from compress.search.results import trial_seconds
 
     top = on_top_rung(study) if top_only else (lambda t: True)
     done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.datetime_complete)
@@ -123,9 +124,7 @@ def compute_curve(study, teacher_params: float, top_only: bool) -> list[dict]:
     out = []
     for t in done:
         rows += float(t.user_attrs.get("rows_seen") or 0)
-        # a trial's own wall time: the time its measurement waited for another job's lock is not its compute
-        secs += float((t.user_attrs.get("timings") or {}).get("total_s") or 0) - float(
-            (t.user_attrs.get("latency_method") or {}).get("lock_wait_s") or 0)
+        secs += trial_seconds(t)  # its own wall time: a wait for another job's measurement lock is not compute
         v = _values(t, teacher_params)
         if v is not None and top(t):
             pts.append(v)

@@ -330,7 +330,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     rows = (f"{c['rows_seen']:,} training rows seen" + (f" ({missing} older trials did not record theirs)"
                                                         if missing else "")) if missing != s["completed"] else \
         "training rows seen not recorded (trials from an older version)"
-    print(f"compute: {rows}, {c['trial_seconds'] / 60:.1f} trial-min")
+    waited = c.get("lock_wait_seconds") or 0
+    print(f"compute: {rows}, {c['trial_seconds'] / 60:.1f} trial-min"
+          + (f" (not counting {waited / 60:.1f} min waiting for other jobs' measurements)" if waited else ""))
     conf = s.get("confirmation")
     t = s.get("teacher") or {}
     if t:

@@ -193,8 +193,10 @@ def fidelity_note(doc: dict[str, Any]) -> str | None:
                      f"{', '.join(str(n) for n in promo['frontier'])}. The table below shows both budgets' figures.")
     c = doc.get("compute")
     if c and (fid or promo):
+        waited = c.get("lock_wait_seconds") or 0
         parts.append(f"Compute of the search: {c['rows_seen']:,} training rows seen, {c['trial_seconds'] / 60:.1f} "
-                     "trial-minutes.")
+                     "trial-minutes" + (f" (not counting {waited / 60:.1f} minutes waiting for other jobs' latency "
+                                        "measurements)" if waited else "") + ".")
     return " ".join(parts) or None
 
 

@@ -21,7 +21,8 @@ from .heldout import CACHE_NAME, heldout_block, read_heldout
 from .objectives import MEASURES, objective_directions
 from .storage import open_study, storage_url
 
-__all__ = ["frontier_document", "promoted_record", "study_summary", "teacher_record", "write_outputs"]
+__all__ = ["compute_spent", "frontier_document", "promoted_record", "study_summary", "teacher_record", "trial_seconds",
+           "write_outputs"]
 
 
 def _test_figures(cfg: JobConfig) -> tuple[dict[str, Any] | None, Any]:
@@ -166,18 +167,27 @@ def promoted_record(rec: dict[str, Any], p: dict[str, Any], objectives: list[str
     return out
 
 
+def trial_seconds(t: FrozenTrial) -> float:
+    """A trial's own wall time, build to measurement, less the time its latency measurement waited for another
+    job's measurement lock (that wait is the other job's work, not this trial's compute)."""
+    total = float((t.user_attrs.get("timings") or {}).get("total_s") or 0)
+    return max(total - float((t.user_attrs.get("latency_method") or {}).get("lock_wait_s") or 0), 0.0)
+
+
 def compute_spent(study: optuna.Study) -> dict[str, Any]:
     """Training compute of the finished trials: rows the optimiser saw (training-row passes) and wall seconds."""
-    rows = secs = 0.0
+    rows = secs = waited = 0.0
     unrecorded = 0  # trials from before rows_seen was recorded (an older run)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("rows_seen") is None:
             unrecorded += 1
         rows += float(t.user_attrs.get("rows_seen") or 0)
-        secs += float((t.user_attrs.get("timings") or {}).get("total_s") or 0)
-    return {"rows_seen": int(rows), "trial_seconds": round(secs, 1), "trials_without_rows_seen": unrecorded,
+        secs += trial_seconds(t)
+        waited += float((t.user_attrs.get("latency_method") or {}).get("lock_wait_s") or 0)
+    return {"rows_seen": int(rows), "trial_seconds": round(secs, 1), "lock_wait_seconds": round(waited, 1),
+            "trials_without_rows_seen": unrecorded,
             "unit": "rows seen by the optimiser over all completed trials (steps x batch size); seconds of each "
-                    "trial from build to measurement, summed over trials"}
+                    "trial from build to measurement less its wait for the measurement lock, summed over trials"}
 
 
 def _by_rung(recs, n_rungs: int) -> list[dict[str, Any]]:

@@ -30,6 +30,17 @@ def _t(n, acc, params, ratio, rows, rung=None, feasible=True, lock_wait_s=0.0):
     return t
 
 
+def test_the_search_compute_a_user_sees_leaves_out_lock_waits_as_the_benchmark_does(bench):
+    from compress.search.results import compute_spent
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.add_trial(_t(0, 0.90, 10.0, 0.5, 400))
+    study.add_trial(_t(1, 0.90, 10.0, 0.5, 400, lock_wait_s=4.0))
+    c = compute_spent(study)
+    assert (c["rows_seen"], c["trial_seconds"], c["lock_wait_seconds"]) == (800, 16.0, 4.0)
+    assert bench.compute_curve(study, teacher_params=20.0, top_only=False)[-1]["seconds"] == c["trial_seconds"]
+
+
 def test_hypervolume_of_a_box_and_of_points_beyond_the_reference(bench):
     # accuracy 0.9 (0.1 above the 0.80 reference), half the teacher's parameters, ratio 0.5: 0.1 * 0.5 * 0.5
     assert bench.hypervolume([[-0.9, 0.5, 0.5]]) == pytest.approx(0.025)
