@@ -167,11 +167,15 @@ def promoted_record(rec: dict[str, Any], p: dict[str, Any], objectives: list[str
     return out
 
 
+def _lock_wait_s(t: FrozenTrial) -> float:
+    """Seconds the trial's latency measurement waited for another job's measurement lock."""
+    return float((t.user_attrs.get("latency_method") or {}).get("lock_wait_s") or 0)
+
+
 def trial_seconds(t: FrozenTrial) -> float:
     """A trial's own wall time, build to measurement, less the time its latency measurement waited for another
     job's measurement lock (that wait is the other job's work, not this trial's compute)."""
-    total = float((t.user_attrs.get("timings") or {}).get("total_s") or 0)
-    return max(total - float((t.user_attrs.get("latency_method") or {}).get("lock_wait_s") or 0), 0.0)
+    return max(float((t.user_attrs.get("timings") or {}).get("total_s") or 0) - _lock_wait_s(t), 0.0)
 
 
 def compute_spent(study: optuna.Study) -> dict[str, Any]:
@@ -183,7 +187,7 @@ def compute_spent(study: optuna.Study) -> dict[str, Any]:
             unrecorded += 1
         rows += float(t.user_attrs.get("rows_seen") or 0)
         secs += trial_seconds(t)
-        waited += float((t.user_attrs.get("latency_method") or {}).get("lock_wait_s") or 0)
+        waited += _lock_wait_s(t)
     return {"rows_seen": int(rows), "trial_seconds": round(secs, 1), "lock_wait_seconds": round(waited, 1),
             "trials_without_rows_seen": unrecorded,
             "unit": "rows seen by the optimiser over all completed trials (steps x batch size); seconds of each "
