@@ -258,6 +258,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--stage", choices=STAGES, default=STAGES[-1], help="run the stages up to this one")
     ap.add_argument("--promote-top", type=int, default=3, help="frontier points promoted to all rows")
+    ap.add_argument("--study", choices=("mf", "ff"),
+                    help="run only this study (after the teacher), e.g. ff while the mf settings are still changing")
     ap.add_argument("--render", action="store_true", help="only write the results from what is done; trains nothing")
     args = ap.parse_args()
     raw = base_mapping()
@@ -275,6 +277,13 @@ def main() -> None:
     print(f"teacher: accuracy {teacher['value']:.4f} on {teacher['eval_rows']} dev rows, {teacher['train_rows']:,} "
           f"training rows, {teacher['train_seconds'] / 3600:.2f} h", flush=True)
     render(raw, teacher, {}, None)
+    if args.study:
+        studies = {k: s for k in ("mf", "ff") if (s := existing_study(raw, k)) is not None}
+        studies[args.study] = stage_study(raw, args.study)
+        mf = studies.get("mf")
+        print(json.dumps(render(raw, teacher, studies, mf[1].user_attrs.get("promotion") if mf else None)["goals"],
+                         indent=2))
+        return
     studies = {}
     for kind in ("mf", "ff")[: upto]:
         studies[kind] = stage_study(raw, kind)
