@@ -5,7 +5,8 @@ Stages, each resumable (a session lasts 3 hours; run it again and it goes on whe
 .cache/bench-scale/ (the configs' output_dir):
 
 1. teacher: `compress teacher` on benchmarks/configs/scale-sst2.yaml, 2 epochs, a checkpoint every 300 steps.
-2. mf: a 30-trial multi-fidelity study (rungs of 1,500 / 4,000 / 12,000 training rows, the best third promoted).
+2. mf: a 30-trial multi-fidelity study (rungs of 1,500 / 4,000 / 12,000 training rows, the best third promoted;
+   a promotion goes on from its parent's model on the rows its rung adds: search.fidelity.warm_start, the default).
 3. ff: the same space, sampler and seed with every trial on 12,000 rows (the top rung's budget), 30 trials.
 4. promote: the multi-fidelity frontier retrained on all training rows (compress promote).
 
@@ -165,6 +166,9 @@ def summary_md(p: dict) -> str:
         if not s:
             continue
         promoted = f" and {s['promotions']} promotions" if s.get("promotions") else ""
+        if s.get("warm_started"):
+            promoted += (f" ({s['warm_started']} of them continued from their parent's model on the rows their rung "
+                         "adds; their rows count once)")
         lines += ["", f"## {s['title']}", "", f"{s['trials']} of {s['target']} trials completed{promoted}, "
                   f"{s['rows_seen']:,} training rows seen, {s['seconds'] / 3600:.2f} trial-hours; hypervolume so far "
                   f"{s['hv_final']:.4f}."]
@@ -183,7 +187,8 @@ def summary_md(p: dict) -> str:
     return "\n".join(lines)
 
 
-TITLES = {"mf": "Multi-fidelity study (rungs 1,500 / 4,000 / 12,000 rows, best third promoted)",
+TITLES = {"mf": "Multi-fidelity study (rungs 1,500 / 4,000 / 12,000 rows, best third promoted, promotions "
+                "continued from their parent's model)",
           "ff": "Full-fidelity study (every trial on 12,000 rows)"}
 
 
@@ -241,6 +246,8 @@ def render(raw: dict, teacher: dict, studies: dict, promotion: dict | None) -> d
         "studies": {k: {"title": TITLES[k], "trials": counts[k], "promotions": len(c) - counts[k],
                         "target": studies[k][0].search.n_trials,
                         "finished": done[k], "rows_seen": int(c[-1]["rows_seen"]) if c else 0,
+                        "warm_started": sum(bool((t.user_attrs.get("warm_start") or {}).get("used"))
+                                            for t in studies[k][1].get_trials(deepcopy=False)),
                         "seconds": c[-1]["seconds"] if c else 0.0, "hv_final": c[-1]["hv"] if c else 0.0,
                         "curve": c} for k, c in curves.items()},
         "promotion": promotion, "gpu": "no GPU was lent to this session: the GPU path was not timed",

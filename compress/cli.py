@@ -323,6 +323,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"time left: about {s['eta_seconds'] / 60:.0f} min; early stopping saved {s['early_stopping_saved_seconds'] / 60:.1f} min")
     if fid := s.get("fidelity"):
         rungs = "; ".join(f"rung {r['rung']} ({rows:,} rows): {r['complete']} done, {r['feasible']} feasible"
+                          + (f", {r['warm_started']} continued from the rung below" if r.get("warm_started") else "")
                           for r, rows in zip(fid["trials_by_rung"], fid["rows"]))
         print(f"multi-fidelity (best 1/{fid['reduction']} of each rung promoted; frontier from the top rung): {rungs}")
     c = s["compute"]

@@ -111,6 +111,9 @@ class FidelityConfig:
     reduction: int = 3  # η: the best ⌊n/η⌋ of a rung's n completed trials are promoted
     seed: int = 0  # the permutation whose first rows[r] rows are rung r's (nested rungs)
     promote_top: int = 0  # after the search, retrain the best K frontier points on all rows (compress promote); 0: no
+    # a promotion continues its parent's saved model on the rows its rung adds (each row still gets the trial's
+    # epochs), instead of training from the teacher on all of the rung's rows; cold when it cannot (fidelity.py)
+    warm_start: bool = True
 
     def __post_init__(self) -> None:
         if self.promote_top < 0:

@@ -169,11 +169,22 @@ def load_context(cfg: JobConfig, progress: bool = True) -> Context:
     return Context(cfg, tokenizer, data, teacher, path, teacher_metrics, outputs, importance, fingerprint)
 
 
+def _load_student(model_dir: Path, task_type: str) -> nn.Module:
+    """A saved student (its safetensors and config) to train further."""
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+
+    cls = AutoModelForQuestionAnswering if task_type == "qa" else AutoModelForSequenceClassification
+    return cls.from_pretrained(model_dir)
+
+
 def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: DistillConfig | None = None,
-                    progress: bool = True, on_eval=None, lock_dir: Path | None = None) -> dict[str, Any]:
+                    progress: bool = True, on_eval=None, lock_dir: Path | None = None,
+                    init_from: Path | None = None) -> dict[str, Any]:
     """Build, distill and evaluate one student; save it to `out` and return its metrics.json content.
 
     `lock_dir`: each training step holds the measurement lock there (see compress.distill.loop.train); None: no lock.
+    `init_from`: a saved student of the same spec to go on training (a multi-fidelity warm start) instead of one
+    built from the teacher's weights.
 
     `distill` overrides the job's distill: section (a search trial's settings). Raises TrainingDiverged when
     the loss stops being finite (the curve so far stays in `out`).
@@ -182,7 +193,8 @@ def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: Distill
     kd = distill or cfg.distill
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "spec.json", spec.to_json())
-    student = build_student(ctx.teacher, spec, ctx.importance)
+    student = build_student(ctx.teacher, spec, ctx.importance) if init_from is None \
+        else _load_student(Path(init_from), data.task.type)
     head = _head(data.task.type)
     params = param_count(student.config, head, data.num_labels)
     built = model_param_count(student)
@@ -209,6 +221,7 @@ def distill_student(ctx: Context, spec: StudentSpec, out: Path, distill: Distill
                     "params": ctx.teacher_metrics.get("params")},
         "distill_config": to_dict(kd), "config_hash": config_hash(cfg), "augment": augment,
         "wall_seconds": round(time.perf_counter() - t0, 2), "version_2": data.version_2,
+        "init_from": str(init_from) if init_from is not None else None,
     }
     save_run(out, student, ctx.tokenizer, data, result, extra)
     return json.loads((out / "metrics.json").read_text())

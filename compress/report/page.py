@@ -185,8 +185,11 @@ def fidelity_note(doc: dict[str, Any]) -> str | None:
     parts = []
     if fid:
         rungs = ", ".join(f"{rows:,} rows ({r['complete']} trials)" for r, rows in zip(fid["trials_by_rung"], fid["rows"]))
+        warm = sum(r.get("warm_started") or 0 for r in fid["trials_by_rung"])
         parts.append(f"Multi-fidelity search: rungs of {rungs}; the best 1/{fid['reduction']} of each rung went on to "
-                     "the next (constrained non-dominated sorting); the frontier above is the top rung's.")
+                     "the next (constrained non-dominated sorting); the frontier above is the top rung's."
+                     + (f" {warm} promotions went on from their parent's model, trained on the rows their rung "
+                        "added (warm start)." if warm else ""))
     if promo:
         parts.append(f"Promoted: {len(promo['points'])} frontier points retrained on all {promo['train_rows']:,} "
                      f"training rows and timed with the teacher ({promo['at']}); promoted frontier: trials "

@@ -15,6 +15,16 @@ NSGA-II uses it: feasible trials before infeasible ones; feasible trials by non-
 study's objectives and directions), within a front by crowding distance (spread-out points first); infeasible
 trials by their total constraint violation. Trials stopped early or failed are never promoted.
 
+Warm start (`search.fidelity.warm_start`, on by default): a promotion is *continued*, not retrained. It loads
+the model its parent saved (`trial_dir/model`) and trains it on the rows its rung adds, rows[r+1] − rows[r]
+(nested rungs: the parent has seen the others), for the trial's own epochs and schedule; so every row of the rung
+has had the trial's epochs, as in a cold start, at the cost of the new rows only. `rows_seen` counts what this
+trial trained (the compute it spent), `rows_seen_total` the chain's. A promotion starts cold instead, and says why
+(`warm_start.why`), when the parent's model is not there, when its vocabulary was pruned (its tokenizer no longer
+reads the training rows as the teacher does) or when the job fine-tunes with Agora (each θ is its own run). A
+learned hidden-state projection (distill.alpha_hidden with a narrower student) is not saved with the model and
+starts afresh.
+
 Only top-rung trials are comparable with each other (same training rows), so the frontier, ties and the
 confirmation pass use the top rung only; the lower rungs are shown as what they are, and the baseline runs at
 the top rung directly.
@@ -24,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .pareto import dominates
 
 __all__ = ["crowding_distance", "duplicate_of", "nondominated_fronts", "promotable", "promote_next", "rank_trials",
-           "rung_context", "rung_indices", "rung_rows"]
+           "rung_context", "rung_indices", "rung_rows", "warm_start_context", "warm_start_source"]
 
 
 def rung_rows(n_train: int, rows: Sequence[int]) -> list[int]:
@@ -50,10 +61,11 @@ def rung_rows(n_train: int, rows: Sequence[int]) -> list[int]:
     return out
 
 
-def rung_indices(n_train: int, rows: int, seed: int) -> np.ndarray:
-    """The training rows of a rung: the first `rows` of a seeded permutation (nested across rungs), sorted."""
+def rung_indices(n_train: int, rows: int, seed: int, start: int = 0) -> np.ndarray:
+    """The training rows of a rung: the first `rows` of a seeded permutation (nested across rungs), sorted; with
+    `start`, only those after the first `start` (what a rung adds to a smaller one)."""
     order = np.random.default_rng(seed).permutation(n_train)
-    return np.sort(order[:rows])
+    return np.sort(order[start:rows])
 
 
 def nondominated_fronts(values: Sequence[Sequence[float]], directions: Sequence[str]) -> list[list[int]]:
@@ -184,3 +196,45 @@ def rung_context(ctx: Any, cfg: Any, rung: int) -> tuple[Any, int, int]:
     train = ctx.data.train.take(idx, f"rung{rung}-{rows}-seed{fc.seed}")
     outputs = {k: v[idx] for k, v in ctx.outputs.items()}
     return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train=train), outputs=outputs), rung, rows
+
+
+def warm_start_source(study: optuna.Study, attrs: dict[str, Any], spec: Any, cfg: Any) -> dict[str, Any]:
+    """Whether a trial continues its parent's model (see the module docstring): {"used": True, "why": None,
+    "from_trial", "parent_rung", "model", "parent_rows_seen_total"} or {"used": False, "why"} (why None: the
+    trial is not a promotion)."""
+    parent_no = attrs.get("promoted_from")
+    if parent_no is None:
+        return {"used": False, "why": None}
+    if not cfg.search.fidelity.warm_start:
+        return {"used": False, "why": "search.fidelity.warm_start is off"}
+    if cfg.finetune == "agora":
+        return {"used": False, "why": "Agora fine-tunes each θ from the teacher's weights; promotions start cold"}
+    parent = next((t for t in study.get_trials(deepcopy=False) if t.number == int(parent_no)), None)
+    if parent is None or parent.state != TrialState.COMPLETE:
+        return {"used": False, "why": f"trial {parent_no} is not a completed trial of this study"}
+    if parent.user_attrs.get("vocab_prune") or getattr(spec, "vocab_pruning", False):
+        return {"used": False, "why": f"trial {parent_no}'s vocabulary was pruned; its tokenizer does not read the "
+                                      "new rows as the teacher's does"}
+    model = Path(parent.user_attrs.get("dir", "")) / "model"
+    if not (model / "config.json").is_file():
+        return {"used": False, "why": f"trial {parent_no}'s model is not at {model} (deleted or on another "
+                                      "machine)"}
+    ua = parent.user_attrs
+    return {"used": True, "why": None, "from_trial": parent.number, "parent_rung": int(ua.get("rung", 0)), "model": str(model),
+            "parent_rows_seen_total": ua.get("rows_seen_total", ua.get("rows_seen"))}
+
+
+def warm_start_context(ctx: Any, cfg: Any, rung: int, parent_rung: int) -> tuple[Any, int]:
+    """(the shared context with only the rows rung `rung` adds to `parent_rung`'s, and how many they are)."""
+    import dataclasses
+
+    fc = cfg.search.fidelity
+    n = len(ctx.data.train)
+    rows_by_rung = rung_rows(n, fc.rows)
+    if not 0 <= parent_rung < rung < len(rows_by_rung):
+        raise ValueError(f"a warm start goes from a lower rung to a higher one, not {parent_rung} -> {rung}")
+    lo, hi = rows_by_rung[parent_rung], rows_by_rung[rung]
+    idx = rung_indices(n, hi, fc.seed, start=lo)
+    train = ctx.data.train.take(idx, f"rung{rung}-{lo}-{hi}-seed{fc.seed}")
+    outputs = {k: v[idx] for k, v in ctx.outputs.items()}
+    return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train=train), outputs=outputs), len(idx)

@@ -66,6 +66,8 @@ def trial_record(t: FrozenTrial, objectives: list[str], confirmed: dict[str, Any
         # multi-fidelity: the rung (training-row budget) it ran at and the trial it was promoted from
         "rung": ua.get("rung"), "promoted_from": ua.get("promoted_from"), "train_rows": ua.get("train_rows"),
         "rows_seen": ua.get("rows_seen"),
+        # warm-started promotions: rows_seen is what this trial trained, rows_seen_total its parent chain's too
+        "rows_seen_total": ua.get("rows_seen_total", ua.get("rows_seen")), "warm_start": ua.get("warm_start"),
         "vocab_prune": ua.get("vocab_prune"),  # None: the teacher's whole vocabulary
         "metrics": ua.get("metrics"), "latency_method": ua.get("latency_method"),
         "started": t.datetime_start.isoformat() if t.datetime_start else None,

@@ -198,7 +198,8 @@ def _by_rung(recs, n_rungs: int) -> list[dict[str, Any]]:
     out = []
     for r in range(n_rungs):
         at = [x for x in recs if (x.get("rung") or 0) == r and x["state"] == "complete"]
-        out.append({"rung": r, "complete": len(at), "feasible": sum(bool(x["feasible"]) for x in at)})
+        out.append({"rung": r, "complete": len(at), "feasible": sum(bool(x["feasible"]) for x in at),
+                    "warm_started": sum(bool((x.get("warm_start") or {}).get("used")) for x in at)})
     return out
 
 
@@ -211,7 +212,7 @@ def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
     write_json(fpath, doc)
     cols = ["number", "state", "baseline", "feasible", "metric", "value", *MEASURES, "latency_ci95_ms",
             "latency_ratio_ci95", "latency_source", "latency_p90_ms", "precision", "rung", "promoted_from",
-            "train_rows", "rows_seen", "vocab_size", "unk_token_share", "unk_row_share",
+            "train_rows", "rows_seen", "rows_seen_total", "warm_from", "vocab_size", "unk_token_share", "unk_row_share",
             "distill_s", "evaluate_s", "export_s", "variant_s", "measure_s", "total_s", "steps", "total_steps",
             "reason", "params_searched", "dir"]
 
@@ -228,6 +229,8 @@ def write_outputs(cfg: JobConfig, study: optuna.Study) -> tuple[Path, Path]:
                 for k in ("latency_ci95_ms", "latency_ratio_ci95"):
                     rec[k] = json.dumps(rec[k]) if rec.get(k) else ""
                 rec["params_searched"] = json.dumps(rec["params_searched"])
+                if (rec.get("warm_start") or {}).get("used"):  # the trial whose model it went on from
+                    rec["warm_from"] = rec["warm_start"]["from_trial"]
                 w.writerow(rec)
 
     atomic_write(cpath, write_csv)

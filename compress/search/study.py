@@ -53,7 +53,8 @@ from .objectives import (
     MEASURES, Constraint, SearchError, capacity_measures, export_sample, measure_teacher, metric_names,
     objective_directions, paired_latency, search_constraints, wanted_capacity,
 )
-from .fidelity import duplicate_of, promote_next, rung_context, rung_rows
+from .fidelity import (duplicate_of, promote_next, rung_context, rung_rows, warm_start_context,
+                       warm_start_source)
 from .placement import plan_workers
 from .results import write_outputs
 from .space import SearchSpace
@@ -148,18 +149,20 @@ def _early_stopper(cfg: JobConfig, constraints: list[Constraint]):
 
 
 def train_student(ctx, cfg: JobConfig, spec, distill, out, progress: bool, on_eval=None,
-                  lock_dir=None) -> dict[str, Any]:
+                  lock_dir=None, init_from=None) -> dict[str, Any]:
     """Distil one student into `out` (or fine-tune it with Agora when the job says so; Θ then supplies learning rate,
     weight decay, warm-up and seed, and there is no early stopping); its metrics.json content.
 
     With spec.vocab_pruning the saved student's vocabulary is then pruned (compress.distill.vocab): metrics and params
-    are the pruned model's, and "vocab_prune" says what was kept and what it changes on the eval split."""
+    are the pruned model's, and "vocab_prune" says what was kept and what it changes on the eval split.
+    `init_from`: a saved student to continue (a multi-fidelity warm start; distillation only)."""
     if cfg.finetune == "agora":
         run_agora(ctx, spec, out, distill=distill, progress=progress, lock_dir=lock_dir)
         m = json.loads((out / "metrics.json").read_text())
         m["train_seconds"], m["eval_seconds"] = m["wall_seconds"], 0.0  # every θ and iteration, evaluation included
     else:
-        m = distill_student(ctx, spec, out, distill=distill, progress=progress, on_eval=on_eval, lock_dir=lock_dir)
+        m = distill_student(ctx, spec, out, distill=distill, progress=progress, on_eval=on_eval, lock_dir=lock_dir,
+                            init_from=init_from)
     if spec.vocab_pruning:  # the tokens of what it trained on: with distillation, the augmented rows too
         augment = None if cfg.finetune == "agora" else (distill or cfg.distill).augment
         pruned = prune_student_vocabulary(ctx, out, cfg.vocab_prune, augment)
@@ -204,15 +207,25 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     values = space.suggest(trial)
     spec, distill = space.settings(values)
     trial_dir = cfg.run_dir / "trials" / str(trial.number)
+    train_ctx, warm = ctx, {"used": False, "why": None}
     if cfg.search.fidelity.enabled:  # this trial's rung: its share of the training rows (nested across rungs)
+        full_ctx = ctx
         ctx, rung, _ = rung_context(ctx, cfg, trial.user_attrs.get("rung", 0))
         trial.set_user_attr("rung", rung)  # train_rows goes with the record below
+        warm = warm_start_source(trial.study, trial.user_attrs, spec, cfg)
+        if warm["used"]:  # a promotion goes on from its parent's model, on the rows its rung adds
+            train_ctx, warm["rows_new"] = warm_start_context(full_ctx, cfg, rung, warm["parent_rung"])
+        else:
+            train_ctx = ctx
+        if warm["why"]:
+            log.info("trial %d starts cold: %s", trial.number, warm["why"])
     trial.set_user_attr("dir", str(trial_dir))
     trial.set_user_attr("spec", spec.to_json())
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("state", "running")
-    m = train_student(ctx, cfg, spec, distill, trial_dir / "model", progress=False,
-                      on_eval=_early_stopper(cfg, constraints), lock_dir=lock_dir)
+    m = train_student(train_ctx, cfg, spec, distill, trial_dir / "model", progress=False,
+                      on_eval=_early_stopper(cfg, constraints), lock_dir=lock_dir,
+                      init_from=warm.get("model") if warm["used"] else None)
     t_distilled = time.perf_counter()
 
     precision = space.precision(values)
@@ -243,6 +256,7 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     for name, v in zip(names, violations):
         trial.set_constraint(name, float(v))  # samplers learn the infeasible region from these
     vocab_s = (m.get("vocab_prune") or {}).get("seconds", 0.0)
+    rows_seen = m.get("rows_seen", m["steps"] * distill.train.batch_size)
     timings = {"distill_s": m["train_seconds"], "evaluate_s": m["eval_seconds"],
                "export_s": t_export, "variant_s": t_variant, "measure_s": round(t_measure, 2),
                "vocab_prune_s": vocab_s,
@@ -260,7 +274,10 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
         "steps": m["steps"], "total_steps": m.get("total_steps", m["steps"]),
         "train_rows": len(ctx.data.train),
         # compute, in training-row passes: rows the optimiser saw (steps × batch size; Agora: every θ's run)
-        "rows_seen": m.get("rows_seen", m["steps"] * distill.train.batch_size),
+        "rows_seen": rows_seen,
+        # with a warm start, the parent chain's rows too: what the model has been trained on in all
+        "rows_seen_total": rows_seen + ((warm.get("parent_rows_seen_total") or 0) if warm["used"] else 0),
+        "warm_start": warm if warm["why"] or warm["used"] else None,
         "constraints": violations, "constraint_names": names,
         # what was kept and the eval tokens and rows it turns into [UNK] (or splits otherwise); None: full vocabulary
         "vocab_prune": m.get("vocab_prune"),
@@ -327,9 +344,9 @@ def prepare_search(cfg: JobConfig, progress: bool = True):
     fc = cfg.search.fidelity
     if fc.enabled:
         fid = {"rows": rung_rows(len(ctx.data.train), fc.rows), "reduction": fc.reduction, "seed": fc.seed,
-               "unit": "training rows (QA: windows)"}
+               "unit": "training rows (QA: windows)", "warm_start": fc.warm_start}
         known = study.user_attrs.get("fidelity")
-        if known and known != fid:
+        if known and {"warm_start": False, **known} != fid:  # studies from before warm starts: they started cold
             raise SearchError(f"this study was run with search.fidelity {known}, the config now gives {fid}; "
                               "rungs cannot change under a running study: restore them or use a new name:")
         study.set_user_attr("fidelity", fid)

@@ -129,20 +129,31 @@ def test_a_multi_fidelity_study_promotes_and_reports_the_top_rung(mf_study, caps
     for t in promoted:
         assert t.params == parents[t.user_attrs["promoted_from"]].params
     assert len({t.user_attrs["promoted_from"] for t in promoted}) == len(promoted)
-    # rows seen: steps × batch size (16 rows -> 2 steps of 8; 32 -> 4)
+    # rows seen: steps × batch size (16 rows -> 2 steps of 8; 32 -> 4). A promotion goes on from its parent's
+    # model on the 16 rows rung 1 adds (warm start); the baseline, at rung 1 from the teacher, trains all 32.
     assert {t.user_attrs["rows_seen"] for t in by_rung[0]} == {16}
-    assert {t.user_attrs["rows_seen"] for t in by_rung[1]} == {32}
+    assert base[0].user_attrs["rows_seen"] == 32 and base[0].user_attrs["warm_start"] is None
+    for t in promoted:
+        warm = t.user_attrs["warm_start"]
+        assert warm["used"] and warm["from_trial"] == t.user_attrs["promoted_from"] and warm["rows_new"] == 16
+        assert t.user_attrs["rows_seen"] == 16 and t.user_attrs["rows_seen_total"] == 32
+        assert t.user_attrs["train_rows"] == 32  # what the model has been trained on, over its chain
+        metrics = json.loads((Path(t.user_attrs["dir"]) / "model" / "metrics.json").read_text())
+        assert metrics["init_from"] == warm["model"] == str(Path(parents[warm["from_trial"]].user_attrs["dir"]) / "model")
     assert {t.user_attrs["rung"] for t in frontier(study)} == {1}
     doc = json.loads((cfg.run_dir / "frontier.json").read_text())
     assert doc["fidelity"]["rows"] == [16, 32] and doc["fidelity"]["trials_by_rung"][0]["complete"] == 3
     assert all(p["rung"] == 1 for p in doc["frontier"])
-    assert doc["compute"]["rows_seen"] == 3 * 16 + len(by_rung[1]) * 32
+    assert doc["compute"]["rows_seen"] == 3 * 16 + 32 + len(promoted) * 16
+    assert doc["fidelity"]["warm_start"] is True
+    assert doc["fidelity"]["trials_by_rung"][1]["warm_started"] == len(promoted)
     from compress.cli import main
 
     assert main(["status", str(cfg.run_dir)]) == 0
     out = capsys.readouterr().out
     assert f"4/4 done (+{len(promoted)} promoted to a higher rung)" in out
     assert "rung 0 (16 rows): 3 done" in out and "compute: " in out
+    assert f"{len(promoted)} continued from the rung below" in out
     # The rungs cannot change under the study.
     changed = json.loads(json.dumps(raw))
     changed["search"]["fidelity"]["rows"] = [16, 40]
@@ -236,6 +247,93 @@ def test_promotion_retrains_the_frontier_on_all_rows_and_resumes(mf_study, capsy
     recs = collect(cfg)["recs"]
     assert {_kind(r) for r in recs if r.get("rung") == 0} == {"lower rung"}
     assert "lower rung" not in {_kind(r) for r in recs if r.get("rung") == 1}
+
+
+def test_a_warm_start_trains_only_the_rows_its_rung_adds():
+    import types
+
+    from compress.search.fidelity import warm_start_context
+
+    class Split:
+        def __init__(self, idx):
+            self.idx = np.asarray(idx)
+
+        def __len__(self):
+            return len(self.idx)
+
+        def take(self, rows, tag):
+            return Split(self.idx[rows])
+
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Data:
+        train: Split
+
+    @dataclasses.dataclass
+    class Ctx:
+        data: Data
+        outputs: dict
+
+    n = 100
+    ctx = Ctx(Data(Split(np.arange(n))), {"logits": np.arange(n) * 10})
+    cfg = types.SimpleNamespace(search=types.SimpleNamespace(fidelity=types.SimpleNamespace(rows=(10, 30, 100), seed=4)))
+    for lo, hi in ((0, 1), (1, 2), (0, 2)):
+        sub, k = warm_start_context(ctx, cfg, hi, lo)
+        rows = (10, 30, 100)
+        new = set(rung_indices(n, rows[hi], 4)) - set(rung_indices(n, rows[lo], 4))
+        assert k == len(new) == rows[hi] - rows[lo] and set(sub.data.train.idx) == new
+        assert list(sub.outputs["logits"]) == [i * 10 for i in sub.data.train.idx]  # the teacher's, row for row
+    with pytest.raises(ValueError, match="lower rung to a higher one"):
+        warm_start_context(ctx, cfg, 1, 1)
+
+
+def test_a_warm_start_goes_on_from_the_parents_weights(mf_study, tmp_path):
+    """The student a promotion trains is its parent's saved model (not one built from the teacher); when it cannot
+    be (folder gone, vocabulary pruned, switched off), it starts cold and says why."""
+    import dataclasses
+
+    import torch
+
+    from compress.distill.jobs import distill_student, load_context
+    from compress.model.student import StudentSpec
+    from compress.search.fidelity import warm_start_source
+
+    raw, cfg = mf_study
+    study = open_study(cfg, create=False)
+    child = next(t for t in study.get_trials(states=(TrialState.COMPLETE,))
+                 if (t.user_attrs.get("warm_start") or {}).get("used"))
+    parent_dir = Path(child.user_attrs["warm_start"]["model"])
+    ctx = load_context(cfg, progress=False)
+    spec = StudentSpec.from_json(child.user_attrs["spec"])
+    # A learning rate of ~0: the weights it saves are the ones it started from.
+    still = dataclasses.replace(cfg.distill, train=dataclasses.replace(cfg.distill.train, learning_rate=1e-12))
+    m = distill_student(ctx, spec, tmp_path / "warm", distill=still, progress=False, init_from=parent_dir)
+    cold = distill_student(ctx, spec, tmp_path / "cold", distill=still, progress=False)
+    assert m["init_from"] == str(parent_dir) and cold["init_from"] is None and m["params"] == cold["params"]
+    from safetensors.torch import load_file
+
+    warm_w, parent_w, cold_w = (load_file(d / "model.safetensors")
+                                for d in (tmp_path / "warm", parent_dir, tmp_path / "cold"))
+    assert all(torch.allclose(warm_w[k], parent_w[k], atol=1e-6) for k in parent_w)
+    assert not all(torch.allclose(cold_w[k], parent_w[k], atol=1e-6) for k in parent_w)
+    # When it cannot go on from the parent, it says why.
+    attrs = {"promoted_from": child.user_attrs["promoted_from"]}
+    assert warm_start_source(study, attrs, spec, cfg)["used"]
+    assert warm_start_source(study, {}, spec, cfg) == {"used": False, "why": None}
+    assert "not a completed trial" in warm_start_source(study, {"promoted_from": 999}, spec, cfg)["why"]
+    pruned = dataclasses.replace(spec, vocab_pruning=True)
+    assert "vocabulary was pruned" in warm_start_source(study, attrs, pruned, cfg)["why"]
+    off = json.loads(json.dumps(raw))
+    off["search"]["fidelity"]["warm_start"] = False
+    assert "warm_start is off" in warm_start_source(study, attrs, spec, from_mapping(off))["why"]
+    parent = next(t for t in study.get_trials() if t.number == attrs["promoted_from"])
+    moved = Path(parent.user_attrs["dir"]) / "model"
+    moved.rename(moved.with_name("model-moved"))
+    try:
+        assert "model is not at" in warm_start_source(study, attrs, spec, cfg)["why"]
+    finally:
+        moved.with_name("model-moved").rename(moved)
 
 
 def test_validate_compares_the_rungs_with_the_training_rows(tmp_path, tiny_base):
