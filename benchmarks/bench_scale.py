@@ -67,8 +67,10 @@ def study_mapping(raw: dict, kind: str) -> dict:
     out["name"] = f"{raw['name']}-{kind}"
     out["teacher"] = {"model": str(teacher_dir(raw))}
     out["search"] = copy.deepcopy(SEARCH)
-    if kind == "mf":
+    if kind.startswith("mf"):
         out["search"]["fidelity"] = {"enabled": True, "rows": [1500, 4000, TOP_ROWS], "reduction": 3, "seed": 0}
+        if kind == "mf-relaxed":  # the metric bound judged at the top rung only (fidelity.lower_rung_metric)
+            out["search"]["fidelity"]["lower_rung_metric"] = "relaxed"
     else:  # every trial at the top rung's budget: the same number of rows, drawn by the data loader's sampling
         out["data"]["train"]["limit"] = TOP_ROWS
         out["data"]["train"]["sample_seed"] = 0
@@ -161,7 +163,7 @@ def summary_md(p: dict) -> str:
     lines += ["## Goals", "", "| goal | value | target | met |", "|---|---|---|---|"]
     for k, v in g.items():
         lines.append(f"| {k} | {_fmt(v['value'])} | {v['goal']} | {'yes' if v['met'] else 'no'} |")
-    for kind in ("mf", "ff"):
+    for kind in KINDS:
         s = p["studies"].get(kind)
         if not s:
             continue
@@ -172,16 +174,23 @@ def summary_md(p: dict) -> str:
         lines += ["", f"## {s['title']}", "", f"{s['trials']} of {s['target']} trials completed{promoted}, "
                   f"{s['rows_seen']:,} training rows seen, {s['seconds'] / 3600:.2f} trial-hours; hypervolume so far "
                   f"{s['hv_final']:.4f}."]
+        v = (g["hv_ratio_at_third_compute"].get("variants") or {}).get(kind)
+        if v:
+            ff_rows = g["hv_ratio_at_third_compute"]["ff_rows_seen"]
+            lines[-1] += (f" At one third of the full-fidelity study's compute ({ff_rows / 3:,.0f} rows) its hypervolume "
+                          f"was {v['mf_hv_at_third']:.4f}: {v['ratio']:.2f} of the full-fidelity study's final "
+                          f"{g['hv_ratio_at_third_compute']['ff_hv_final']:.4f}.")
     lines += ["", f"Hypervolume reference point: accuracy {HV_REFERENCE['accuracy']}, parameters = the teacher's, "
               "latency ratio 1.0 (objectives accuracy up, parameters down, latency ratio to the teacher down; feasible "
               "top-rung trials only, on the SST-2 dev set).", ""]
     if p.get("promotion"):
         ps = g["promoted_share"]
         lines += ["## Promoted frontier (all training rows)", "",
-                  f"The search's frontier had {ps['search_frontier_points']} points; the best "
-                  f"{len(p['promotion']['points'])} by accuracy were retrained on all rows, and the frontier the "
+                  f"The search's frontier had {ps['search_frontier_points']} points; "
+                  f"{len(p['promotion']['points'])} of them (best accuracy first) were retrained on all rows, and "
+                  "the frontier the "
                   f"run reports (frontier.json, the report, `compress package --pick`) has {ps['reported_points']} "
-                  "points, the promoted frontier among them.", "",
+                  f"point{'s' if ps['reported_points'] != 1 else ''}, the promoted frontier.", "",
                   "| trial | rows | accuracy | accuracy at 12k rows | params | latency ratio [95% CI] | on promoted frontier |",
                   "|---|---|---|---|---|---|---|"]
         for q in p["promotion"]["points"]:
@@ -194,7 +203,10 @@ def summary_md(p: dict) -> str:
 
 TITLES = {"mf": "Multi-fidelity study (rungs 1,500 / 4,000 / 12,000 rows, best third promoted, promotions "
                 "continued from their parent's model)",
+          "mf-relaxed": "Multi-fidelity study as above, with the accuracy bound judged at the top rung only "
+                        "(search.fidelity.lower_rung_metric: relaxed)",
           "ff": "Full-fidelity study (every trial on 12,000 rows)"}
+KINDS = ("mf", "mf-relaxed", "ff")
 
 
 def existing_study(raw: dict, kind: str):
@@ -215,17 +227,23 @@ def render(raw: dict, teacher: dict, studies: dict, promotion: dict | None) -> d
     tparams = float(teacher["params"])
     curves, done, counts = {}, {}, {}
     for kind, (cfg, study) in studies.items():
-        curves[kind] = compute_curve(study, tparams, top_only=(kind == "mf"))
+        curves[kind] = compute_curve(study, tparams, top_only=kind.startswith("mf"))
         c = _counts(study, study.user_attrs.get("fidelity"))  # the worker's own count: promotions are extra
         counts[kind] = c["complete"]
         done[kind] = c["complete"] >= cfg.search.n_trials and not c["running_all"] and not c["waiting"]
     both = done.get("mf") and done.get("ff") and curves["ff"]
     ratio = hv_mf_third = hv_ff = ff_total = None
-    if both:
+    variants = {}
+    if done.get("ff") and curves["ff"]:
         ff_total = curves["ff"][-1]["rows_seen"]
         hv_ff = curves["ff"][-1]["hv"]
-        hv_mf_third = hv_at(curves["mf"], ff_total / 3)
-        ratio = hv_mf_third / hv_ff if hv_ff > 0 else 0.0
+        for kind in ("mf", "mf-relaxed"):
+            if done.get(kind):
+                hv = hv_at(curves[kind], ff_total / 3)
+                variants[kind] = {"mf_hv_at_third": hv, "ratio": hv / hv_ff if hv_ff > 0 else 0.0,
+                                  "mf_hv_final": curves[kind][-1]["hv"], "mf_rows_seen": curves[kind][-1]["rows_seen"]}
+    if both:
+        hv_mf_third, ratio = variants["mf"]["mf_hv_at_third"], variants["mf"]["ratio"]
     share = reported = search_front = None
     if promotion is not None and "mf" in studies:
         # What a user is shown: the frontier in the run's frontier.json (the report and `compress package --pick`
@@ -239,7 +257,8 @@ def render(raw: dict, teacher: dict, studies: dict, promotion: dict | None) -> d
     goals = {
         "teacher_accuracy": {"value": teacher["value"], "goal": 0.90, "met": teacher["value"] >= 0.90},
         "hv_ratio_at_third_compute": {"value": ratio, "goal": 1.0, "met": ratio is not None and ratio >= 1.0,
-                                      "mf_hv_at_third": hv_mf_third, "ff_hv_final": hv_ff, "ff_rows_seen": ff_total},
+                                      "mf_hv_at_third": hv_mf_third, "ff_hv_final": hv_ff, "ff_rows_seen": ff_total,
+                                      "variants": variants or None},
         "promoted_share": {"value": share, "goal": 1.0, "met": share is not None and share >= 1.0,
                            "reported_points": None if reported is None else len(reported),
                            "search_frontier_points": search_front},
@@ -276,8 +295,9 @@ def _teacher_curve(raw: dict) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--stage", choices=STAGES, default=STAGES[-1], help="run the stages up to this one")
-    ap.add_argument("--promote-top", type=int, default=3, help="frontier points promoted to all rows")
-    ap.add_argument("--study", choices=("mf", "ff"),
+    ap.add_argument("--promote-top", type=int, default=None,
+                    help="promote the best K frontier points to all rows (default: the whole frontier)")
+    ap.add_argument("--study", choices=KINDS,
                     help="run only this study (after the teacher), e.g. ff while the mf settings are still changing")
     ap.add_argument("--render", action="store_true", help="only write the results from what is done; trains nothing")
     args = ap.parse_args()
@@ -286,7 +306,7 @@ def main() -> None:
         metrics = teacher_dir(raw) / "metrics.json"
         if not metrics.is_file():
             raise SystemExit("bench-scale: the teacher has not finished; nothing to render yet")
-        studies = {k: s for k in ("mf", "ff") if (s := existing_study(raw, k)) is not None}
+        studies = {k: s for k in KINDS if (s := existing_study(raw, k)) is not None}
         mf = studies.get("mf")
         promotion = mf[1].user_attrs.get("promotion") if mf else None
         print(json.dumps(render(raw, json.loads(metrics.read_text()), studies, promotion)["goals"], indent=2))
@@ -297,7 +317,7 @@ def main() -> None:
           f"training rows, {teacher['train_seconds'] / 3600:.2f} h", flush=True)
     render(raw, teacher, {}, None)
     if args.study:
-        studies = {k: s for k in ("mf", "ff") if (s := existing_study(raw, k)) is not None}
+        studies = {k: s for k in KINDS if (s := existing_study(raw, k)) is not None}
         studies[args.study] = stage_study(raw, args.study)
         mf = studies.get("mf")
         print(json.dumps(render(raw, teacher, studies, mf[1].user_attrs.get("promotion") if mf else None)["goals"],
@@ -311,16 +331,19 @@ def main() -> None:
     if upto < 2:
         return
     from compress.search import open_study, write_outputs
-    from compress.search.promote import promote_frontier
+    from compress.search.promote import promote_frontier, promotion_candidates
 
     mf_cfg, mf = studies["mf"]
     promotion = mf.user_attrs.get("promotion")
-    if upto >= 3 and promotion is None:
-        promote_frontier(mf_cfg, args.promote_top)
+    wanted = [t.number for t in promotion_candidates(mf_cfg, mf, args.promote_top)]
+    if upto >= 3 and (promotion is None or sorted(promotion["candidates"]) != sorted(wanted)):
+        promote_frontier(mf_cfg, args.promote_top)  # resumes: the points already retrained are not trained again
         mf = open_study(mf_cfg, create=False)
         write_outputs(mf_cfg, mf)
         studies["mf"] = (mf_cfg, mf)
         promotion = json.loads((mf_cfg.run_dir / "promoted.json").read_text())
+    if (relaxed := existing_study(raw, "mf-relaxed")) is not None:
+        studies["mf-relaxed"] = relaxed
     print(json.dumps(render(raw, teacher, studies, promotion)["goals"], indent=2))
 
 

@@ -114,8 +114,14 @@ class FidelityConfig:
     # a promotion continues its parent's saved model on the rows its rung adds (each row still gets the trial's
     # epochs), instead of training from the teacher on all of the rung's rows; cold when it cannot (fidelity.py)
     warm_start: bool = True
+    # how a rung below the top judges constraints on the task metric (accuracy >= 0.80) when ranking for promotion:
+    # hard, as every other constraint; relaxed, not at all (a lower rung's metric underestimates the top rung's by
+    # an amount that differs by architecture), leaving them to early stopping and to the top rung (fidelity.py)
+    lower_rung_metric: Literal["hard", "relaxed"] = "hard"
 
     def __post_init__(self) -> None:
+        if self.lower_rung_metric not in ("hard", "relaxed"):
+            raise invalid("search.fidelity.lower_rung_metric", self.lower_rung_metric, "must be hard or relaxed")
         if self.promote_top < 0:
             raise invalid("search.fidelity.promote_top", self.promote_top, "must be 0 (off) or a number of points")
         if self.reduction < 2:

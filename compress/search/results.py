@@ -135,7 +135,8 @@ def frontier_document(cfg: JobConfig, study: optuna.Study) -> dict[str, Any]:
         doc["fidelity"] = {**fid, "rule": "asynchronous successive halving: the best floor(n/reduction) completed "
                                           "trials of a rung go on to the next, ranked by constrained non-dominated "
                                           "sorting (feasible first; fronts; crowding distance; infeasible by total "
-                                          "violation); the frontier is the top rung's",
+                                          "violation; with lower_rung_metric relaxed, the task-metric constraints "
+                                          "are judged at the top rung only); the frontier is the top rung's",
                            "trials_by_rung": _by_rung(recs.values(), len(fid["rows"]))}
     if splits is not None:
         doc.update(splits)

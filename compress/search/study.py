@@ -53,8 +53,8 @@ from .objectives import (
     MEASURES, Constraint, SearchError, capacity_measures, export_sample, measure_teacher, metric_names,
     objective_directions, paired_latency, search_constraints, wanted_capacity,
 )
-from .fidelity import (duplicate_of, promote_next, rung_context, rung_rows, warm_start_context,
-                       warm_start_source)
+from .fidelity import (duplicate_of, metric_constraint_indices, promote_next, rung_context, rung_rows,
+                       warm_start_context, warm_start_source)
 from .placement import plan_workers
 from .results import write_outputs
 from .space import SearchSpace
@@ -344,9 +344,11 @@ def prepare_search(cfg: JobConfig, progress: bool = True):
     fc = cfg.search.fidelity
     if fc.enabled:
         fid = {"rows": rung_rows(len(ctx.data.train), fc.rows), "reduction": fc.reduction, "seed": fc.seed,
-               "unit": "training rows (QA: windows)", "warm_start": fc.warm_start}
+               "unit": "training rows (QA: windows)", "warm_start": fc.warm_start,
+               "lower_rung_metric": fc.lower_rung_metric}
         known = study.user_attrs.get("fidelity")
-        if known and {"warm_start": False, **known} != fid:  # studies from before warm starts: they started cold
+        # studies from before these settings: they started cold and judged every constraint at every rung
+        if known and {"warm_start": False, "lower_rung_metric": "hard", **known} != fid:
             raise SearchError(f"this study was run with search.fidelity {known}, the config now gives {fid}; "
                               "rungs cannot change under a running study: restore them or use a new name:")
         study.set_user_attr("fidelity", fid)
@@ -373,6 +375,8 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout:
     fid = study.user_attrs.get("fidelity")
     objectives = objective_directions(cfg)
     constraints = search_constraints(cfg, metric_names(cfg))
+    skip = (metric_constraint_indices(constraints, metric_names(cfg))  # not judged below the top rung
+            if fid and fid.get("lower_rung_metric") == "relaxed" else frozenset())
     target = cfg.search.n_trials
     max_failed = cfg.search.max_failed_trials or target
     poll = min(cfg.search.heartbeat_interval, 5.0)
@@ -406,7 +410,7 @@ def run_worker(cfg: JobConfig, workers: int = 1, progress: bool = True, heldout:
     while True:
         reap_stale_trials(study, cfg.search.grace_period)
         c = _counts(study, fid)
-        if fid and c["waiting"] == 0 and promote_next(study, len(fid["rows"]), fid["reduction"]) is not None:
+        if fid and c["waiting"] == 0 and promote_next(study, len(fid["rows"]), fid["reduction"], skip) is not None:
             c = _counts(study, fid)  # a promotion is waiting now: it runs before any new trial
         if c["complete"] >= target and (not fid or (c["waiting"] == 0 and c["running_all"] == 0)):
             break

@@ -61,6 +61,32 @@ def test_the_best_third_of_a_rung_is_promoted_once_highest_rung_first():
     assert (got[0][0].number, got[0][1]) == (8, 2)
 
 
+def test_relaxed_lower_rungs_leave_the_metric_bound_out_of_the_ranking_and_keep_the_others():
+    from compress.search.fidelity import metric_constraint_indices
+    from compress.search.objectives import Constraint
+
+    cons = [Constraint("accuracy", ">=", 0.8), Constraint("latency_ms", "<=", 5.0)]
+    skip = metric_constraint_indices(cons, {"accuracy", "f1"})
+    assert skip == frozenset({0})
+
+    def t(n, acc, params, lat_ms):
+        tr = _trial(n, [acc, params])
+        tr.user_attrs["constraints"] = [c.violation(v) for c, v in zip(cons, (acc, lat_ms))]
+        return tr
+
+    # Trial 0: small and fast, under the accuracy bound at this rung (as a 1-layer student is on few rows);
+    # trial 3 is as small but over the latency bound, which no training budget changes.
+    trials = [t(0, 0.74, 1, 1.0), t(1, 0.85, 8, 3.0), t(2, 0.83, 9, 3.0), t(3, 0.76, 1, 9.0), t(4, 0.82, 7, 2.5),
+              t(5, 0.81, 6, 2.0)]
+    hard = [x.number for x in rank_trials(trials, DIRS)]
+    relaxed = [x.number for x in rank_trials(trials, DIRS, skip)]
+    assert hard[-2:] == [0, 3]  # hard: both infeasible, after every feasible trial
+    assert relaxed[0] in (0, 1) and relaxed.index(0) < relaxed.index(2) and relaxed[-1] == 3
+    got_hard = [x.number for x, _ in promotable(trials, DIRS, 2, 3)]
+    got_relaxed = [x.number for x, _ in promotable(trials, DIRS, 2, 3, skip)]
+    assert 0 not in got_hard and 0 in got_relaxed and 3 not in got_relaxed
+
+
 def test_rungs_are_nested_and_capped():
     a, b = rung_indices(100, 10, 0), rung_indices(100, 40, 0)
     assert set(a) <= set(b) and len(b) == 40 and np.array_equal(a, np.sort(a))
@@ -72,7 +98,8 @@ def test_rungs_are_nested_and_capped():
 def test_bad_fidelity_config_names_the_key(tmp_path, tiny_base):
     for fid, msg in (({"enabled": True, "rows": [100]}, "at least two rungs"),
                      ({"enabled": True, "rows": [100, 50]}, "strictly increasing"),
-                     ({"enabled": True, "rows": [10, 20], "reduction": 1}, "reduction")):
+                     ({"enabled": True, "rows": [10, 20], "reduction": 1}, "reduction"),
+                     ({"enabled": True, "rows": [10, 20], "lower_rung_metric": "soft"}, "lower_rung_metric")):
         raw = _search_raw(tmp_path, tiny_base, fidelity=fid)
         with pytest.raises(ConfigError, match=msg):
             from_mapping(raw)
@@ -145,7 +172,7 @@ def test_a_multi_fidelity_study_promotes_and_reports_the_top_rung(mf_study, caps
     assert doc["fidelity"]["rows"] == [16, 32] and doc["fidelity"]["trials_by_rung"][0]["complete"] == 3
     assert all(p["rung"] == 1 for p in doc["frontier"])
     assert doc["compute"]["rows_seen"] == 3 * 16 + 32 + len(promoted) * 16
-    assert doc["fidelity"]["warm_start"] is True
+    assert doc["fidelity"]["warm_start"] is True and doc["fidelity"]["lower_rung_metric"] == "hard"
     assert doc["fidelity"]["trials_by_rung"][1]["warm_started"] == len(promoted)
     from compress.cli import main
 
@@ -159,6 +186,10 @@ def test_a_multi_fidelity_study_promotes_and_reports_the_top_rung(mf_study, caps
     changed["search"]["fidelity"]["rows"] = [16, 40]
     with pytest.raises(Exception, match="rungs cannot change"):
         run_worker(from_mapping(changed), progress=False)
+    relaxed = json.loads(json.dumps(raw))  # nor the promotion rule
+    relaxed["search"]["fidelity"]["lower_rung_metric"] = "relaxed"
+    with pytest.raises(Exception, match="rungs cannot change"):
+        run_worker(from_mapping(relaxed), progress=False)
 
 
 def test_a_killed_rung_is_run_again_at_its_rung(tmp_path, tiny_teacher):  # noqa: F811
