@@ -315,7 +315,9 @@ def main() -> None:
     teacher = stage_teacher(raw)
     print(f"teacher: accuracy {teacher['value']:.4f} on {teacher['eval_rows']} dev rows, {teacher['train_rows']:,} "
           f"training rows, {teacher['train_seconds'] / 3600:.2f} h", flush=True)
-    render(raw, teacher, {}, None)
+    # the results from what is done so far (never an empty render over finished studies)
+    done_so_far = {k: s for k in KINDS if (s := existing_study(raw, k)) is not None}
+    render(raw, teacher, done_so_far, done_so_far["mf"][1].user_attrs.get("promotion") if "mf" in done_so_far else None)
     if args.study:
         studies = {k: s for k in KINDS if (s := existing_study(raw, k)) is not None}
         studies[args.study] = stage_study(raw, args.study)
