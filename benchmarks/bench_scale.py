@@ -8,7 +8,12 @@ Stages, each resumable (a session lasts 3 hours; run it again and it goes on whe
 2. mf: a 30-trial multi-fidelity study (rungs of 1,500 / 4,000 / 12,000 training rows, the best third promoted;
    a promotion goes on from its parent's model on the rows its rung adds: search.fidelity.warm_start, the default).
 3. ff: the same space, sampler and seed with every trial on 12,000 rows (the top rung's budget), 30 trials.
-4. promote: the multi-fidelity frontier retrained on all training rows (compress promote).
+4. promote: the multi-fidelity frontier (all of it by default; --promote-top K for fewer) retrained on all
+   training rows (compress promote).
+
+`--study mf-relaxed` runs one more multi-fidelity study, the same as mf but with
+search.fidelity.lower_rung_metric: relaxed (the accuracy bound judged at the top rung only); the results show its
+hypervolume at one third of the full-fidelity compute beside mf's.
 
 Compute is counted in training rows seen (steps × batch size) and wall seconds of the trials. Goals:
 teacher_accuracy (>= 0.90), hv_ratio_at_third_compute (hypervolume of the multi-fidelity study when it had spent one
