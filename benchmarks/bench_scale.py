@@ -224,6 +224,16 @@ def existing_study(raw: dict, kind: str):
     return cfg, open_study(cfg, create=False)
 
 
+def existing_studies(raw: dict) -> dict:
+    """{kind: (config, study)} of every study that has been started."""
+    return {k: s for k in KINDS if (s := existing_study(raw, k)) is not None}
+
+
+def mf_promotion(studies: dict) -> dict | None:
+    """The multi-fidelity study's promotion record, None before it is promoted."""
+    return studies["mf"][1].user_attrs.get("promotion") if "mf" in studies else None
+
+
 def render(raw: dict, teacher: dict, studies: dict, promotion: dict | None) -> dict:
     """benchmarks/results/scale-sst2.{md,json} from what is done: goals that need a stage still to come are
     reported as not measured yet (value null), never estimated."""
@@ -236,7 +246,6 @@ def render(raw: dict, teacher: dict, studies: dict, promotion: dict | None) -> d
         c = _counts(study, study.user_attrs.get("fidelity"))  # the worker's own count: promotions are extra
         counts[kind] = c["complete"]
         done[kind] = c["complete"] >= cfg.search.n_trials and not c["running_all"] and not c["waiting"]
-    both = done.get("mf") and done.get("ff") and curves["ff"]
     ratio = hv_mf_third = hv_ff = ff_total = None
     variants = {}
     if done.get("ff") and curves["ff"]:
@@ -247,7 +256,7 @@ def render(raw: dict, teacher: dict, studies: dict, promotion: dict | None) -> d
                 hv = hv_at(curves[kind], ff_total / 3)
                 variants[kind] = {"mf_hv_at_third": hv, "ratio": hv / hv_ff if hv_ff > 0 else 0.0,
                                   "mf_hv_final": curves[kind][-1]["hv"], "mf_rows_seen": curves[kind][-1]["rows_seen"]}
-    if both:
+    if "mf" in variants:
         hv_mf_third, ratio = variants["mf"]["mf_hv_at_third"], variants["mf"]["ratio"]
     share = reported = search_front = None
     if promotion is not None and "mf" in studies:
@@ -311,37 +320,32 @@ def main() -> None:
         metrics = teacher_dir(raw) / "metrics.json"
         if not metrics.is_file():
             raise SystemExit("bench-scale: the teacher has not finished; nothing to render yet")
-        studies = {k: s for k in KINDS if (s := existing_study(raw, k)) is not None}
-        mf = studies.get("mf")
-        promotion = mf[1].user_attrs.get("promotion") if mf else None
-        print(json.dumps(render(raw, json.loads(metrics.read_text()), studies, promotion)["goals"], indent=2))
+        studies = existing_studies(raw)
+        print(json.dumps(render(raw, json.loads(metrics.read_text()), studies, mf_promotion(studies))["goals"],
+                         indent=2))
         return
     upto = STAGES.index(args.stage)
     teacher = stage_teacher(raw)
     print(f"teacher: accuracy {teacher['value']:.4f} on {teacher['eval_rows']} dev rows, {teacher['train_rows']:,} "
           f"training rows, {teacher['train_seconds'] / 3600:.2f} h", flush=True)
     # the results from what is done so far (never an empty render over finished studies)
-    done_so_far = {k: s for k in KINDS if (s := existing_study(raw, k)) is not None}
-    render(raw, teacher, done_so_far, done_so_far["mf"][1].user_attrs.get("promotion") if "mf" in done_so_far else None)
+    studies = existing_studies(raw)
+    render(raw, teacher, studies, mf_promotion(studies))
     if args.study:
-        studies = {k: s for k in KINDS if (s := existing_study(raw, k)) is not None}
         studies[args.study] = stage_study(raw, args.study)
-        mf = studies.get("mf")
-        print(json.dumps(render(raw, teacher, studies, mf[1].user_attrs.get("promotion") if mf else None)["goals"],
-                         indent=2))
+        print(json.dumps(render(raw, teacher, studies, mf_promotion(studies))["goals"], indent=2))
         return
-    studies = {}
     for kind in ("mf", "ff")[: upto]:
         studies[kind] = stage_study(raw, kind)
         if not (kind == "ff" and upto == 2):  # with --stage ff the closing render below writes the same thing
-            render(raw, teacher, studies, None)
+            render(raw, teacher, studies, mf_promotion(studies))
     if upto < 2:
         return
     from compress.search import open_study, write_outputs
     from compress.search.promote import promote_frontier, promotion_candidates
 
     mf_cfg, mf = studies["mf"]
-    promotion = mf.user_attrs.get("promotion")
+    promotion = mf_promotion(studies)
     wanted = [t.number for t in promotion_candidates(mf_cfg, mf, args.promote_top)]
     if upto >= 3 and (promotion is None or sorted(promotion["candidates"]) != sorted(wanted)):
         promote_frontier(mf_cfg, args.promote_top)  # resumes: the points already retrained are not trained again
@@ -349,8 +353,6 @@ def main() -> None:
         write_outputs(mf_cfg, mf)
         studies["mf"] = (mf_cfg, mf)
         promotion = json.loads((mf_cfg.run_dir / "promoted.json").read_text())
-    if (relaxed := existing_study(raw, "mf-relaxed")) is not None:
-        studies["mf-relaxed"] = relaxed
     print(json.dumps(render(raw, teacher, studies, promotion)["goals"], indent=2))
 
 

@@ -120,8 +120,6 @@ class FidelityConfig:
     lower_rung_metric: Literal["hard", "relaxed"] = "hard"
 
     def __post_init__(self) -> None:
-        if self.lower_rung_metric not in ("hard", "relaxed"):
-            raise invalid("search.fidelity.lower_rung_metric", self.lower_rung_metric, "must be hard or relaxed")
         if self.promote_top < 0:
             raise invalid("search.fidelity.promote_top", self.promote_top, "must be 0 (off) or a number of points")
         if self.reduction < 2:

@@ -200,8 +200,6 @@ def duplicate_of(study: optuna.Study, trial_number: int, parent: int | None) -> 
 
 def rung_context(ctx: Any, cfg: Any, rung: int) -> tuple[Any, int, int]:
     """(the shared context with the rung's training rows and the teacher's outputs on them, rung, rows)."""
-    import dataclasses
-
     fc = cfg.search.fidelity
     n = len(ctx.data.train)
     rows_by_rung = rung_rows(n, fc.rows)
@@ -211,9 +209,16 @@ def rung_context(ctx: Any, cfg: Any, rung: int) -> tuple[Any, int, int]:
     if rows >= n:
         return ctx, rung, n
     idx = rung_indices(n, rows, fc.seed)
-    train = ctx.data.train.take(idx, f"rung{rung}-{rows}-seed{fc.seed}")
+    return _with_train_rows(ctx, idx, f"rung{rung}-{rows}-seed{fc.seed}"), rung, rows
+
+
+def _with_train_rows(ctx: Any, idx: np.ndarray, tag: str) -> Any:
+    """The shared context with only the training rows `idx` (and the teacher's outputs for them)."""
+    import dataclasses
+
+    train = ctx.data.train.take(idx, tag)
     outputs = {k: v[idx] for k, v in ctx.outputs.items()}
-    return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train=train), outputs=outputs), rung, rows
+    return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train=train), outputs=outputs)
 
 
 def warm_start_source(study: optuna.Study, attrs: dict[str, Any], spec: Any, cfg: Any) -> dict[str, Any]:
@@ -244,8 +249,6 @@ def warm_start_source(study: optuna.Study, attrs: dict[str, Any], spec: Any, cfg
 
 def warm_start_context(ctx: Any, cfg: Any, rung: int, parent_rung: int) -> tuple[Any, int]:
     """(the shared context with only the rows rung `rung` adds to `parent_rung`'s, and how many they are)."""
-    import dataclasses
-
     fc = cfg.search.fidelity
     n = len(ctx.data.train)
     rows_by_rung = rung_rows(n, fc.rows)
@@ -253,6 +256,4 @@ def warm_start_context(ctx: Any, cfg: Any, rung: int, parent_rung: int) -> tuple
         raise ValueError(f"a warm start goes from a lower rung to a higher one, not {parent_rung} -> {rung}")
     lo, hi = rows_by_rung[parent_rung], rows_by_rung[rung]
     idx = rung_indices(n, hi, fc.seed, start=lo)
-    train = ctx.data.train.take(idx, f"rung{rung}-{lo}-{hi}-seed{fc.seed}")
-    outputs = {k: v[idx] for k, v in ctx.outputs.items()}
-    return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train=train), outputs=outputs), len(idx)
+    return _with_train_rows(ctx, idx, f"rung{rung}-{lo}-{hi}-seed{fc.seed}"), len(idx)

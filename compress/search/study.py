@@ -207,18 +207,16 @@ def run_trial(trial: optuna.Trial, ctx, space: SearchSpace, cfg: JobConfig, obje
     values = space.suggest(trial)
     spec, distill = space.settings(values)
     trial_dir = cfg.run_dir / "trials" / str(trial.number)
-    train_ctx, warm = ctx, {"used": False, "why": None}
+    full_ctx, warm = ctx, {"used": False, "why": None}
     if cfg.search.fidelity.enabled:  # this trial's rung: its share of the training rows (nested across rungs)
-        full_ctx = ctx
         ctx, rung, _ = rung_context(ctx, cfg, trial.user_attrs.get("rung", 0))
         trial.set_user_attr("rung", rung)  # train_rows goes with the record below
         warm = warm_start_source(trial.study, trial.user_attrs, spec, cfg)
-        if warm["used"]:  # a promotion goes on from its parent's model, on the rows its rung adds
-            train_ctx, warm["rows_new"] = warm_start_context(full_ctx, cfg, rung, warm["parent_rung"])
-        else:
-            train_ctx = ctx
         if warm["why"]:
             log.info("trial %d starts cold: %s", trial.number, warm["why"])
+    train_ctx = ctx
+    if warm["used"]:  # a promotion goes on from its parent's model, on the rows its rung adds
+        train_ctx, warm["rows_new"] = warm_start_context(full_ctx, cfg, rung, warm["parent_rung"])
     trial.set_user_attr("dir", str(trial_dir))
     trial.set_user_attr("spec", spec.to_json())
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
