@@ -9,7 +9,9 @@ import optuna
 from optuna.storages.journal import JournalFileBackend
 
 from ..config import JobConfig
-from .objectives import SearchError, objective_directions
+from .fidelity import metric_constraint_indices
+from .objectives import SearchError, metric_names, objective_directions, search_constraints
+from .rung_sampler import RungSampler
 from .space import SearchSpace
 
 __all__ = ["make_sampler", "open_storage", "open_study", "storage_url"]
@@ -39,15 +41,24 @@ def open_storage(cfg: JobConfig) -> optuna.storages.BaseStorage:
 
 
 def make_sampler(cfg: JobConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """search.sampler, seeded with search.seed (grid: every combination of the space)."""
+    """search.sampler, seeded with search.seed (grid: every combination of the space). With search.fidelity the
+    model-based samplers (tpe, gp) learn from each configuration once, at its highest rung (rung_sampler.py)."""
     s, seed = cfg.search.sampler, cfg.search.seed
-    if s == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                          n_startup_trials=min(10, max(2, cfg.search.n_trials // 3)))
+    if s in ("tpe", "gp"):
+        startup = min(10, max(2, cfg.search.n_trials // 3))
+        base: optuna.samplers.BaseSampler = (
+            optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup) if s == "tpe"
+            else optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup))
+        fc = cfg.search.fidelity
+        if not fc.enabled:
+            return base
+        relaxed: list[str] = []
+        if fc.lower_rung_metric == "relaxed":
+            cons = search_constraints(cfg, metric_names(cfg))
+            relaxed = [str(cons[i]) for i in sorted(metric_constraint_indices(cons, metric_names(cfg)))]
+        return RungSampler(base, top_rung=len(fc.rows) - 1, relaxed_constraints=relaxed)
     if s == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, cfg.search.n_trials // 3)))
-    if s == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(2, cfg.search.n_trials // 3)))
     if s == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.GridSampler(space.grid(), seed=seed)

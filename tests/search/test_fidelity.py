@@ -375,3 +375,78 @@ def test_validate_compares_the_rungs_with_the_training_rows(tmp_path, tiny_base)
     assert any("search.fidelity.rows[1] = 60: the training split has only 48 rows" in e for e in report.errors)
     raw = _search_raw(tmp_path, tiny_base, fidelity={"enabled": True, "rows": [16, 32, 100]})  # last: all rows
     assert not [e for e in validate(from_mapping(raw), "search", lengths=False).errors if "fidelity" in e]
+
+
+def _mf_trial(number: int, acc: float, params: float, rung: int = 0, state: str = "complete", **attrs):
+    """A finished trial as a study stores it: values, user attributes, and its constraint as Optuna records it."""
+    from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+    t = create_trial(values=[acc, params], params={"x": number}, distributions={"x": IntDistribution(0, 1000)},
+                     user_attrs={"rung": rung, "state": state, **attrs},
+                     system_attrs={f"{_CONSTRAINTS_KEY}:accuracy >= 0.8": max(0.8 - acc, 0.0) if state != "stopped"
+                                   else max(0.8 - acc, 1e-9),
+                                   f"{_CONSTRAINTS_KEY}:latency_ms <= 5.0": 0.0})
+    t.number = number
+    return t
+
+
+def test_the_sampler_sees_each_configuration_once_at_its_highest_rung():
+    from compress.search.rung_sampler import sampler_view
+
+    trials = [_mf_trial(0, 0.74, 1), _mf_trial(1, 0.85, 8), _mf_trial(2, 0.70, 2, state="stopped"),
+              _mf_trial(3, 0.78, 1, rung=1, promoted_from=0), _mf_trial(4, 0.81, 1, rung=2, promoted_from=3),
+              _mf_trial(5, 0.86, 8, rung=1, promoted_from=1)]
+    # a promotion still running hides nothing; a duplicate that never trained is not shown at all
+    running = create_trial(state=TrialState.RUNNING, params={"x": 1}, distributions={"x": IntDistribution(0, 1000)},
+                           user_attrs={"rung": 2, "promoted_from": 5})
+    running.number = 6
+    dup = create_trial(state=TrialState.PRUNED, params={"x": 1}, distributions={"x": IntDistribution(0, 1000)},
+                       user_attrs={"rung": 1, "promoted_from": 1, "state": "duplicate"})
+    dup.number = 7
+    trials += [running, dup]
+    hard = sampler_view(trials, top_rung=2)
+    assert [t.number for t in hard] == [2, 4, 5, 6]  # chain 0→3→4 as 4; chain 1→5 as 5 (6 is still running)
+    assert hard[1].values == [0.81, 1]
+    assert [t.constraints["accuracy >= 0.8"] > 0 for t in hard[:3]] == [True, False, False]
+
+    relaxed = sampler_view(trials + [_mf_trial(8, 0.75, 1, rung=1, promoted_from=9)], top_rung=2,
+                           relaxed_constraints={"accuracy >= 0.8"})
+    by = {t.number: t for t in relaxed}
+    # below the top rung a completed trial's metric bound is shown as met, the other bound as it was; a trial
+    # stopped early stays infeasible, and so does a top-rung trial (none here is under the bound at rung 2)
+    assert by[8].constraints == {"accuracy >= 0.8": 0.0, "latency_ms <= 5.0": 0.0}
+    assert by[2].constraints["accuracy >= 0.8"] > 0
+    # the stored trial is not changed
+    assert next(t for t in trials if t.number == 0).constraints["accuracy >= 0.8"] > 0
+    top_low = _mf_trial(10, 0.79, 1, rung=2)
+    assert sampler_view([top_low], 2, {"accuracy >= 0.8"})[0].constraints["accuracy >= 0.8"] > 0
+
+
+def test_the_rung_sampler_drives_tpe_on_the_view_and_is_chosen_with_fidelity(tmp_path, tiny_base):
+    from compress.search.rung_sampler import RungSampler
+    from compress.search.storage import make_sampler
+
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=RungSampler(optuna.samplers.TPESampler(seed=0, n_startup_trials=3), 2,
+                                                    ["accuracy >= 0.8"]))
+    for i in range(6):
+        study.add_trial(_mf_trial(i, 0.7 + i / 50, 10 - i))
+    for i, parent in enumerate((5, 4)):
+        study.add_trial(_mf_trial(6 + i, 0.85, 5 - i, rung=1, promoted_from=parent))
+    view = RungSampler(optuna.samplers.TPESampler(), 2)._view(study)
+    assert [t.number for t in view.get_trials(states=(TrialState.COMPLETE,))] == [0, 1, 2, 3, 6, 7]
+    assert len(view.trials) == 6 and view.directions == study.directions
+    trial = study.ask({"x": IntDistribution(0, 1000)})  # past the random start: TPE samples from the view
+    assert 0 <= trial.params["x"] <= 1000
+
+    raw = {"name": "s", "task": {"type": "classification", "text_columns": ["sentence"], "label_column": "label"},
+           "teacher": {"model": str(tiny_base)}, "data": {"train": str(tmp_path / "t.tsv"), "eval": str(tmp_path / "e.tsv")},
+           "search": {"n_trials": 6, "constraints": ["accuracy >= 0.8", "latency_ms <= 5"]}}
+    plain = from_mapping(raw)
+    assert isinstance(make_sampler(plain, None), optuna.samplers.TPESampler)
+    raw["search"]["fidelity"] = {"enabled": True, "rows": [10, 20, 40], "lower_rung_metric": "relaxed"}
+    mf = from_mapping(raw)
+    s = make_sampler(mf, None)
+    assert isinstance(s, RungSampler) and s.top_rung == 2 and s.relaxed_constraints == {"accuracy >= 0.8"}
+    raw["search"]["sampler"] = "random"
+    assert isinstance(make_sampler(from_mapping(raw), None), optuna.samplers.RandomSampler)
