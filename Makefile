@@ -48,7 +48,7 @@ bench-latency: $(STAMP)  # confirms the studies of bench-search (runs them first
 bench-scale: $(STAMP)  # hours: resumable stage by stage (state in .cache/bench-scale/); run it again to go on
 	$(BIN)/python benchmarks/bench_scale.py
 
-bench-students: $(STAMP)  # hours, resumable (.cache/bench-students/); uses bench-scale's teacher once it is trained
+bench-students: $(STAMP)  # hours, resumable (.cache/bench-students-all/); uses bench-scale's teacher once it is trained
 	$(BIN)/python benchmarks/bench_students.py
 
 bench-qa: $(STAMP)  # many hours on CPU (the teacher alone ~11 h), resumable stage by stage (.cache/bench-qa/)

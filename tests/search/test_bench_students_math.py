@@ -74,3 +74,21 @@ def test_the_stages_run_end_to_end_on_a_tiny_teacher(bench, tmp_path, tiny_base,
         r["speedup"], r["speedup_ci95"] = 1 / ratio["median"], [1 / ratio["ci95"][1], 1 / ratio["ci95"][0]]
     steps = bench.ablation(rows)
     assert [s["step"] for s in steps][-1] == "+ static int8" and steps[-1]["row"]["vocab_pruned"]
+
+
+def test_every_recipe_sees_the_same_rows_and_each_budget_has_its_own_folder(bench, monkeypatch):
+    for name in ("OUT", "TRAIN_ROWS", "PASSES", "RECIPES"):  # restored after the test; configure() changes them
+        monkeypatch.setattr(bench, name, getattr(bench, name))
+    for passes in (2, 3):
+        r = bench.recipes(passes)
+        assert r["kd"]["epochs"] == r["kd+relations"]["epochs"] == passes
+        aug = r["kd+relations+augment"]
+        assert aug["epochs"] * (1 + aug["distill"]["augment"]["factor"]) == passes
+    folders = set()
+    for rows, passes in ((None, 2), (12000, 3), (12000, 2), (None, 3)):
+        bench.configure(rows, passes)
+        folders.add(bench.OUT.name)
+        assert bench.TRAIN_ROWS == rows and bench.RECIPES == bench.recipes(passes)
+    assert folders == {"bench-students-all", "bench-students", "bench-students-12000", "bench-students-all-x3"}
+    with pytest.raises(SystemExit, match="--passes 1"):
+        bench.configure(None, 1)
