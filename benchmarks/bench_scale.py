@@ -74,8 +74,8 @@ def study_mapping(raw: dict, kind: str) -> dict:
     out["search"] = copy.deepcopy(SEARCH)
     if kind.startswith("mf"):
         out["search"]["fidelity"] = {"enabled": True, "rows": [1500, 4000, TOP_ROWS], "reduction": 3, "seed": 0}
-        if kind == "mf-relaxed":  # the metric bound judged at the top rung only (fidelity.lower_rung_metric)
-            out["search"]["fidelity"]["lower_rung_metric"] = "relaxed"
+        # mf judges the metric bound at every rung, mf-relaxed at the top rung only (fidelity.lower_rung_metric)
+        out["search"]["fidelity"]["lower_rung_metric"] = "relaxed" if kind == "mf-relaxed" else "hard"
     else:  # every trial at the top rung's budget: the same number of rows, drawn by the data loader's sampling
         out["data"]["train"]["limit"] = TOP_ROWS
         out["data"]["train"]["sample_seed"] = 0

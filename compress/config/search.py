@@ -116,8 +116,9 @@ class FidelityConfig:
     warm_start: bool = True
     # how a rung below the top judges constraints on the task metric (accuracy >= 0.80) when ranking for promotion:
     # hard, as every other constraint; relaxed, not at all (a lower rung's metric underestimates the top rung's by
-    # an amount that differs by architecture), leaving them to early stopping and to the top rung (fidelity.py)
-    lower_rung_metric: Literal["hard", "relaxed"] = "hard"
+    # an amount that differs by architecture), leaving them to early stopping and to the top rung (fidelity.py).
+    # Unset: relaxed for a new study, and a study resumed keeps the rule it was run with
+    lower_rung_metric: Literal["hard", "relaxed"] | None = None
 
     def __post_init__(self) -> None:
         if self.promote_top < 0:

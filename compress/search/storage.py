@@ -9,7 +9,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend
 
 from ..config import JobConfig
-from .fidelity import metric_constraint_indices
+from .fidelity import lower_rung_rule, metric_constraint_indices
 from .objectives import SearchError, metric_names, objective_directions, search_constraints
 from .rung_sampler import RungSampler
 from .space import SearchSpace
@@ -40,7 +40,7 @@ def open_storage(cfg: JobConfig) -> optuna.storages.BaseStorage:
                           "(an SQLAlchemy URL such as postgresql://user@host/db, or journal:PATH)") from None
 
 
-def make_sampler(cfg: JobConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
+def make_sampler(cfg: JobConfig, space: SearchSpace, known_fidelity: dict | None = None) -> optuna.samplers.BaseSampler:
     """search.sampler, seeded with search.seed (grid: every combination of the space). With search.fidelity the
     model-based samplers (tpe, gp) learn from each configuration once, at its highest rung (rung_sampler.py)."""
     s, seed = cfg.search.sampler, cfg.search.seed
@@ -53,7 +53,7 @@ def make_sampler(cfg: JobConfig, space: SearchSpace) -> optuna.samplers.BaseSamp
         if not fc.enabled:
             return base
         relaxed: list[str] = []
-        if fc.lower_rung_metric == "relaxed":
+        if lower_rung_rule(fc.lower_rung_metric, known_fidelity) == "relaxed":
             cons = search_constraints(cfg, metric_names(cfg))
             relaxed = [str(cons[i]) for i in sorted(metric_constraint_indices(cons, metric_names(cfg)))]
         return RungSampler(base, top_rung=len(fc.rows) - 1, relaxed_constraints=relaxed)
@@ -72,7 +72,7 @@ def open_study(cfg: JobConfig, space: SearchSpace | None = None, create: bool = 
     sampler = make_sampler(cfg, space) if space is not None else None
     if not create:
         try:
-            return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+            return _follow_rule(optuna.load_study(study_name=name, storage=storage, sampler=sampler), cfg, space)
         except KeyError:
             raise SearchError(f"no study {name!r} in {storage_url(cfg)}; run `compress search CONFIG` first") from None
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
@@ -80,6 +80,16 @@ def open_study(cfg: JobConfig, space: SearchSpace | None = None, create: bool = 
     if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise SearchError(f"study {name!r} in {storage_url(cfg)} was created with other objectives; "
                           "use a new study_name or the original objectives")
+    _follow_rule(study, cfg, space)
     study.set_user_attr("objectives", [n for n, _ in objective_directions(cfg)])
     return study
 
+
+
+def _follow_rule(study: optuna.Study, cfg: JobConfig, space: SearchSpace | None) -> optuna.Study:
+    """A resumed multi-fidelity study: its sampler judges the lower rungs by the rule the study was run with
+    (search.fidelity.lower_rung_metric unset keeps it)."""
+    known = study.user_attrs.get("fidelity")
+    if known and isinstance(study.sampler, RungSampler):
+        study.sampler = make_sampler(cfg, space, known)
+    return study

@@ -53,7 +53,7 @@ from .objectives import (
     MEASURES, Constraint, SearchError, capacity_measures, export_sample, measure_teacher, metric_names,
     objective_directions, paired_latency, search_constraints, wanted_capacity,
 )
-from .fidelity import (duplicate_of, metric_constraint_indices, promote_next, rung_context, rung_rows,
+from .fidelity import (duplicate_of, lower_rung_rule, metric_constraint_indices, promote_next, rung_context, rung_rows,
                        warm_start_context, warm_start_source)
 from .placement import plan_workers
 from .results import write_outputs
@@ -341,10 +341,10 @@ def prepare_search(cfg: JobConfig, progress: bool = True):
     study = open_study(cfg, space)
     fc = cfg.search.fidelity
     if fc.enabled:
+        known = study.user_attrs.get("fidelity")
         fid = {"rows": rung_rows(len(ctx.data.train), fc.rows), "reduction": fc.reduction, "seed": fc.seed,
                "unit": "training rows (QA: windows)", "warm_start": fc.warm_start,
-               "lower_rung_metric": fc.lower_rung_metric}
-        known = study.user_attrs.get("fidelity")
+               "lower_rung_metric": lower_rung_rule(fc.lower_rung_metric, known)}
         # studies from before these settings: they started cold and judged every constraint at every rung
         if known and {"warm_start": False, "lower_rung_metric": "hard", **known} != fid:
             raise SearchError(f"this study was run with search.fidelity {known}, the config now gives {fid}; "

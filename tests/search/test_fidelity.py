@@ -172,7 +172,7 @@ def test_a_multi_fidelity_study_promotes_and_reports_the_top_rung(mf_study, caps
     assert doc["fidelity"]["rows"] == [16, 32] and doc["fidelity"]["trials_by_rung"][0]["complete"] == 3
     assert all(p["rung"] == 1 for p in doc["frontier"])
     assert doc["compute"]["rows_seen"] == 3 * 16 + 32 + len(promoted) * 16
-    assert doc["fidelity"]["warm_start"] is True and doc["fidelity"]["lower_rung_metric"] == "hard"
+    assert doc["fidelity"]["warm_start"] is True and doc["fidelity"]["lower_rung_metric"] == "relaxed"  # the default
     assert doc["fidelity"]["trials_by_rung"][1]["warm_started"] == len(promoted)
     from compress.cli import main
 
@@ -186,10 +186,10 @@ def test_a_multi_fidelity_study_promotes_and_reports_the_top_rung(mf_study, caps
     changed["search"]["fidelity"]["rows"] = [16, 40]
     with pytest.raises(Exception, match="rungs cannot change"):
         run_worker(from_mapping(changed), progress=False)
-    relaxed = json.loads(json.dumps(raw))  # nor the promotion rule
-    relaxed["search"]["fidelity"]["lower_rung_metric"] = "relaxed"
+    hard = json.loads(json.dumps(raw))  # nor the promotion rule
+    hard["search"]["fidelity"]["lower_rung_metric"] = "hard"
     with pytest.raises(Exception, match="rungs cannot change"):
-        run_worker(from_mapping(relaxed), progress=False)
+        run_worker(from_mapping(hard), progress=False)
 
 
 def test_a_killed_rung_is_run_again_at_its_rung(tmp_path, tiny_teacher):  # noqa: F811
@@ -450,3 +450,23 @@ def test_the_rung_sampler_drives_tpe_on_the_view_and_is_chosen_with_fidelity(tmp
     assert isinstance(s, RungSampler) and s.top_rung == 2 and s.relaxed_constraints == {"accuracy >= 0.8"}
     raw["search"]["sampler"] = "random"
     assert isinstance(make_sampler(from_mapping(raw), None), optuna.samplers.RandomSampler)
+
+
+def test_an_unset_lower_rung_rule_is_relaxed_for_a_new_study_and_the_studys_own_on_resume(tmp_path, tiny_base):
+    from compress.search.fidelity import lower_rung_rule
+    from compress.search.rung_sampler import RungSampler
+
+    assert lower_rung_rule(None, None) == "relaxed"
+    assert lower_rung_rule(None, {"rows": [10, 20]}) == "hard"  # a study from before the setting
+    assert lower_rung_rule(None, {"lower_rung_metric": "hard"}) == "hard"
+    assert lower_rung_rule("hard", None) == "hard" and lower_rung_rule("relaxed", {"lower_rung_metric": "hard"}) == "relaxed"
+    raw = {"name": "s", "task": {"type": "classification", "text_columns": ["sentence"], "label_column": "label"},
+           "teacher": {"model": str(tiny_base)}, "data": {"train": str(tmp_path / "t.tsv"), "eval": str(tmp_path / "e.tsv")},
+           "output_dir": str(tmp_path),
+           "search": {"n_trials": 6, "constraints": ["accuracy >= 0.8"], "fidelity": {"enabled": True, "rows": [10, 20]}}}
+    cfg = from_mapping(raw)
+    fresh = open_study(cfg, space=object())  # the space is only read by the grid sampler
+    assert isinstance(fresh.sampler, RungSampler) and fresh.sampler.relaxed_constraints == {"accuracy >= 0.8"}
+    fresh.set_user_attr("fidelity", {"rows": [10, 20], "lower_rung_metric": "hard"})
+    again = open_study(cfg, space=object())
+    assert again.sampler.relaxed_constraints == frozenset()  # it keeps the rule it was run with
